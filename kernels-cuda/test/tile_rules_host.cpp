@@ -20,6 +20,7 @@
 
 using bs::tc::persistentTileRule;
 using bs::tc::pingPong3ForwardTileRule;
+using bs::tc::pingPongTile128Rule;
 using bs::tc::threeConsumerFewTilesRule;
 
 namespace {
@@ -575,6 +576,79 @@ constexpr FewTilesCase kFewTiles[] = {
     {false, 128, 2048, 16384, 4096, 0.5, 1.494},
 };
 
+struct DxPingPongCase {
+  long long tokens, k, n;  // bsrMatmul's dX = dY W, M x K, for a layer K -> N; its lines are K / 128
+  double density, ratio;   // the ping-pong tile / the default tile (128 tokens), the geometric mean of the runs
+};
+// Plain dX at 128x128 below kWideTileMinTokens with a three-consumer tile (64 tokens) per SM or more (the few-tile rule's
+// cases excluded): two runs on an H100 (132 SMs, 2026-12-06: benchmarks/results/gpu-nvidia-h100-80gb-hbm3/
+// dx-three-consumers-few-tiles-2026-12-06.md and dx-ping-pong-128-2026-12-06.md).
+constexpr DxPingPongCase kDxPingPong128[] = {
+    {256, 8192, 2048, 0.1, 1.065},  // 2 runs, 0.97 tiles per SM, lines of 1.6
+    {256, 8192, 2048, 0.25, 1.000},  // 2 runs, 0.97 tiles per SM, lines of 4.0
+    {256, 8192, 2048, 0.5, 1.014},  // 2 runs, 0.97 tiles per SM, lines of 8.0
+    {256, 16384, 4096, 0.1, 0.955},  // 2 runs, 1.94 tiles per SM, lines of 3.2
+    {256, 16384, 4096, 0.25, 0.929},  // 2 runs, 1.94 tiles per SM, lines of 8.0
+    {256, 16384, 4096, 0.5, 1.016},  // 2 runs, 1.94 tiles per SM, lines of 16.0
+    {512, 3072, 768, 0.1, 1.074},  // 2 runs, 0.73 tiles per SM, lines of 0.6
+    {512, 3072, 768, 0.25, 1.092},  // 2 runs, 0.73 tiles per SM, lines of 1.5
+    {512, 3072, 768, 0.5, 1.053},  // 2 runs, 0.73 tiles per SM, lines of 3.0
+    {512, 4096, 1024, 0.1, 1.083},  // 2 runs, 0.97 tiles per SM, lines of 0.8
+    {512, 4096, 1024, 0.25, 1.080},  // 2 runs, 0.97 tiles per SM, lines of 2.0
+    {512, 4096, 1024, 0.5, 1.030},  // 2 runs, 0.97 tiles per SM, lines of 4.0
+    {512, 4096, 4096, 0.1, 1.000},  // 2 runs, 0.97 tiles per SM, lines of 3.2
+    {512, 4096, 4096, 0.25, 0.974},  // 2 runs, 0.97 tiles per SM, lines of 8.0
+    {512, 4096, 4096, 0.5, 0.856},  // 2 runs, 0.97 tiles per SM, lines of 16.0
+    {512, 8192, 2048, 0.1, 0.887},  // 2 runs, 1.94 tiles per SM, lines of 1.6
+    {512, 8192, 2048, 0.25, 0.994},  // 2 runs, 1.94 tiles per SM, lines of 4.0
+    {512, 8192, 2048, 0.5, 0.910},  // 2 runs, 1.94 tiles per SM, lines of 8.0
+    {512, 16384, 4096, 0.1, 0.945},  // 2 runs, 3.88 tiles per SM, lines of 3.2
+    {512, 16384, 4096, 0.25, 0.865},  // 2 runs, 3.88 tiles per SM, lines of 8.0
+    {512, 16384, 4096, 0.5, 0.923},  // 2 runs, 3.88 tiles per SM, lines of 16.0
+    {1024, 2048, 2048, 0.1, 1.063},  // 2 runs, 0.97 tiles per SM, lines of 1.6
+    {1024, 2048, 2048, 0.25, 1.035},  // 2 runs, 0.97 tiles per SM, lines of 4.0
+    {1024, 2048, 2048, 0.5, 0.980},  // 2 runs, 0.97 tiles per SM, lines of 8.0
+    {1024, 3072, 768, 0.1, 0.963},  // 2 runs, 1.45 tiles per SM, lines of 0.6
+    {1024, 3072, 768, 0.25, 0.868},  // 2 runs, 1.45 tiles per SM, lines of 1.5
+    {1024, 3072, 768, 0.5, 0.907},  // 2 runs, 1.45 tiles per SM, lines of 3.0
+    {1024, 4096, 1024, 0.1, 0.778},  // 2 runs, 1.94 tiles per SM, lines of 0.8
+    {1024, 4096, 1024, 0.25, 0.884},  // 2 runs, 1.94 tiles per SM, lines of 2.0
+    {1024, 4096, 1024, 0.5, 0.870},  // 2 runs, 1.94 tiles per SM, lines of 4.0
+    {1024, 4096, 4096, 0.1, 0.844},  // 2 runs, 1.94 tiles per SM, lines of 3.2
+    {1024, 4096, 4096, 0.25, 0.978},  // 2 runs, 1.94 tiles per SM, lines of 8.0
+    {1024, 4096, 4096, 0.5, 0.956},  // 2 runs, 1.94 tiles per SM, lines of 16.0
+    {1024, 8192, 2048, 0.1, 0.809},  // 2 runs, 3.88 tiles per SM, lines of 1.6
+    {1024, 8192, 2048, 0.25, 0.960},  // 2 runs, 3.88 tiles per SM, lines of 4.0
+    {1024, 8192, 2048, 0.5, 0.928},  // 2 runs, 3.88 tiles per SM, lines of 8.0
+    {1024, 16384, 4096, 0.1, 0.732},  // 2 runs, 7.76 tiles per SM, lines of 3.2
+    {1024, 16384, 4096, 0.25, 0.845},  // 2 runs, 7.76 tiles per SM, lines of 8.0
+    {1024, 16384, 4096, 0.5, 0.837},  // 2 runs, 7.76 tiles per SM, lines of 16.0
+    {2048, 1024, 1024, 0.1, 0.999},  // 2 runs, 0.97 tiles per SM, lines of 0.8
+    {2048, 1024, 1024, 0.25, 1.065},  // 2 runs, 0.97 tiles per SM, lines of 2.0
+    {2048, 1024, 1024, 0.5, 1.037},  // 2 runs, 0.97 tiles per SM, lines of 4.0
+    {2048, 1024, 4096, 0.1, 1.045},  // 2 runs, 0.97 tiles per SM, lines of 3.2
+    {2048, 1024, 4096, 0.25, 1.015},  // 2 runs, 0.97 tiles per SM, lines of 8.0
+    {2048, 1024, 4096, 0.5, 0.995},  // 2 runs, 0.97 tiles per SM, lines of 16.0
+    {2048, 2048, 2048, 0.1, 0.766},  // 2 runs, 1.94 tiles per SM, lines of 1.6
+    {2048, 2048, 2048, 0.25, 0.970},  // 2 runs, 1.94 tiles per SM, lines of 4.0
+    {2048, 2048, 2048, 0.5, 0.911},  // 2 runs, 1.94 tiles per SM, lines of 8.0
+    {2048, 3072, 768, 0.1, 0.914},  // 2 runs, 2.91 tiles per SM, lines of 0.6
+    {2048, 3072, 768, 0.25, 0.914},  // 2 runs, 2.91 tiles per SM, lines of 1.5
+    {2048, 3072, 768, 0.5, 0.810},  // 2 runs, 2.91 tiles per SM, lines of 3.0
+    {2048, 4096, 1024, 0.1, 0.758},  // 2 runs, 3.88 tiles per SM, lines of 0.8
+    {2048, 4096, 1024, 0.25, 0.813},  // 2 runs, 3.88 tiles per SM, lines of 2.0
+    {2048, 4096, 1024, 0.5, 0.844},  // 2 runs, 3.88 tiles per SM, lines of 4.0
+    {2048, 4096, 4096, 0.1, 0.884},  // 2 runs, 3.88 tiles per SM, lines of 3.2
+    {2048, 4096, 4096, 0.25, 1.070},  // 2 runs, 3.88 tiles per SM, lines of 8.0
+    {2048, 4096, 4096, 0.5, 0.927},  // 2 runs, 3.88 tiles per SM, lines of 16.0
+    {2048, 8192, 2048, 0.1, 0.757},  // 2 runs, 7.76 tiles per SM, lines of 1.6
+    {2048, 8192, 2048, 0.25, 0.786},  // 2 runs, 7.76 tiles per SM, lines of 4.0
+    {2048, 8192, 2048, 0.5, 0.827},  // 2 runs, 7.76 tiles per SM, lines of 8.0
+    {2048, 16384, 4096, 0.1, 0.797},  // 2 runs, 15.52 tiles per SM, lines of 3.2
+    {2048, 16384, 4096, 0.25, 0.868},  // 2 runs, 15.52 tiles per SM, lines of 8.0
+    {2048, 16384, 4096, 0.5, 0.901},  // 2 runs, 15.52 tiles per SM, lines of 16.0
+};
+
 struct DxFewTilesCase {
   int width;
   long long tokens, k, n;  // bsrMatmul's dX = dY W, M x K, for a layer K -> N (tc_bench's shape); its lines are K / width
@@ -801,6 +875,21 @@ int main() {
     check(!threeConsumerFewTilesRule(128, 64, sms, sms), "few tiles at 128: as many as the SMs", sms, sms, 0.0);
     check(!threeConsumerFewTilesRule(32, 1, 1, sms), "few tiles at 32", 1, sms, 0.0);
     check(!threeConsumerFewTilesRule(64, 0, 1, sms) && !threeConsumerFewTilesRule(64, 1, 0, sms), "few tiles without tokens or lines", 0, sms, 0.0);
+    // The ping-pong tile at 128 wide: 2 tiles of 128 tokens per SM on lines up to 4 (16 with the activation's
+    // backward); plain dX below 4096 tokens from 1.5 tiles per SM on lines up to 16, not from 4096 tokens.
+    const long long two = 2 * sms, threeHalves = (3 * sms + 1) / 2;
+    check(pingPongTile128Rule(128, two, 4.0, sms, false, false), "ping-pong at 128: lines of 4", two, sms, 4.0);
+    check(!pingPongTile128Rule(128, two, 4.01, sms, false, false), "ping-pong at 128: Linear past 4", two, sms, 4.01);
+    check(pingPongTile128Rule(128, two, 16.0, sms, true, false), "ping-pong at 128: the backward up to 16", two, sms, 16.0);
+    check(!pingPongTile128Rule(128, two, 16.01, sms, true, true), "ping-pong at 128: the backward past 16", two, sms, 16.01);
+    check(!pingPongTile128Rule(128, two - 1, 1.0, sms, false, false), "ping-pong at 128: too few tiles", two - 1, sms, 1.0);
+    check(pingPongTile128Rule(128, threeHalves, 16.0, sms, false, true), "ping-pong at 128: plain dX, 1.5 tiles per SM", threeHalves, sms, 16.0);
+    check(!pingPongTile128Rule(128, threeHalves - 1, 1.0, sms, false, true), "ping-pong at 128: plain dX, fewer tiles", threeHalves - 1, sms, 1.0);
+    check(!pingPongTile128Rule(128, threeHalves, 16.01, sms, false, true), "ping-pong at 128: plain dX past 16", threeHalves, sms, 16.01);
+    check(!pingPongTile128Rule(4096, two, 8.0, sms, false, true), "ping-pong at 128: plain dX from 4096 tokens, lines of 8", two, sms, 8.0);
+    check(pingPongTile128Rule(4095, two, 8.0, sms, false, true), "ping-pong at 128: plain dX below 4096 tokens, lines of 8", two, sms, 8.0);
+    if (threeHalves < two)
+      check(!pingPongTile128Rule(128, threeHalves, 8.0, sms, true, true), "ping-pong at 128: the backward keeps 2 tiles per SM", threeHalves, sms, 8.0);
     // Other widths and empty patterns are never taken.
     check(!pingPong3ForwardTileRule(32, 1 << 20, 1024, 1.0, sms), "three consumers at 32", 1024, sms, 1.0);
     check(!pingPong3ForwardTileRule(128, 1 << 20, 0, 0.0, sms), "three consumers without lines", 0, sms, 0.0);
@@ -836,6 +925,15 @@ int main() {
     const bool taken = threeConsumerFewTilesRule(c.width, c.tokens, lines, kSms);
     if (c.ratio <= 0.88) check(taken, "a win not taken (dX, few tiles)", c.tokens, c.k * 100000 + c.n, line);
     if (c.ratio >= 1.08) check(!taken, "a loss taken (dX, few tiles)", c.tokens, c.k * 100000 + c.n, line);
+  }
+  // Plain dX at 128 wide below kWideTileMinTokens takes the ping-pong tile (pingPongTile128Rule) in every case where it
+  // was 15% or more faster than the default tile, and in none where it was 8% or more slower.
+  for (const DxPingPongCase& c : kDxPingPong128) {
+    const long long lines = c.k / 128;
+    const double line = c.density * double(c.n / 128);
+    const bool taken = pingPongTile128Rule(c.tokens, lines, line, kSms, false, true);
+    if (c.ratio <= 0.85) check(taken, "a win not taken (dX, ping-pong at 128)", c.tokens, c.k * 100000 + c.n, line);
+    if (c.ratio >= 1.08) check(!taken, "a loss taken (dX, ping-pong at 128)", c.tokens, c.k * 100000 + c.n, line);
   }
   if (failures > 0) {
     std::printf("%d of %ld checks failed\n", failures, checks);

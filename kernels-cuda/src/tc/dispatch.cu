@@ -518,7 +518,8 @@ bool run(tc::Op op, DType dtype, const void* a, const void* b, const void* bias,
     variant = xResident ? tc::kXResidentTile : patchDw ? tc::kPatchPairTile : wide ? tc::kWideTile : tc::kDefaultTile;
     // At width 64, many tiles with short lines go to the persistent tile, at width 128 to the ping-pong tile
     // (measured on an H200 with square blocks: docs/kernels.md, "The staged epilogue and the persistent tile" and
-    // "Consumers in turn"). dX with the activation's backward in its epilogue goes to the ping-pong tile at width 64
+    // "Consumers in turn"), where plain dX below kWideTileMinTokens tokens takes it from fewer tiles and on longer lines
+    // (pingPongTile128Rule). dX with the activation's backward in its epilogue goes to the ping-pong tile at width 64
     // too, and at width 128 on longer lines, by its own rules ("The activation's backward in dX's epilogue"). Linear
     // and plain dX with fewer three-consumer tiles than SMs go to that tile at either width ("Three consumers with few
     // tiles").
@@ -531,8 +532,8 @@ bool run(tc::Op op, DType dtype, const void* a, const void* b, const void* bias,
       if (width == 64 && backward && tiles(tc::kPingPongTile64Tokens) >= tc::kPingPongMinTilesPerSm * device.sms &&
           line <= tc::kPingPongBackwardMaxLine64)
         variant = line <= tc::kPingPong3MaxLine ? tc::kPingPong3Tile : tc::kPingPongTile;
-      if (width == 128 && tiles(tc::kPingPongTileTokens) >= tc::kPingPongMinTilesPerSm * device.sms &&
-          line <= (backward ? tc::kPingPongBackwardMaxLine128 : tc::kPingPongMaxLine))
+      if (width == 128 && tc::pingPongTile128Rule(m, lines, line, device.sms, backward,
+                                                   op == tc::Op::Matmul && activated == nullptr))
         variant = tc::kPingPongTile;
       // The three-consumer tile: Linear fused (`activated`, Linear's only) by its forward's rule, which holds with few
       // tiles too; Linear plain and dX without the activation's backward with fewer of its token tiles than SMs

@@ -85,7 +85,8 @@ struct KernelArgs {
 // tiles and at most kPersistentFewTilesMaxLine blocks per line.
 // With 128x128 blocks, the persistent 128-token tile whose two consumer warpgroups take whole tiles in turn (each
 // one's epilogue during the other's products: bsrWgmmaPingPongKernel) wins when there are many tiles with short
-// reduction lines: at least kPingPongMinTilesPerSm tiles per SM and at most kPingPongMaxLine blocks per line on average.
+// reduction lines: at least kPingPongMinTilesPerSm tiles per SM and at most kPingPongMaxLine blocks per line on average
+// (plain dX below kWideTileMinTokens tokens: kPingPongDxMinTilesPerSm and kPingPongDxMaxLine; pingPongTile128Rule).
 // With 64x64 blocks the ping-pong tile (kPingPongTile64Tokens per consumer) takes dX with the activation's backward in
 // its epilogue: at least kPingPongMinTilesPerSm tiles per SM, at most kPingPongBackwardMaxLine64 blocks per line; with
 // 128x128 blocks it takes that dX up to kPingPongBackwardMaxLine128 blocks per line (the plain products: kPingPongMaxLine).
@@ -154,6 +155,18 @@ constexpr double kPersistentFewTilesMaxLine = 8.0;
 constexpr int kPingPongTileTokens = 128;
 constexpr int64_t kPingPongMinTilesPerSm = 2;
 constexpr double kPingPongMaxLine = 4.0;
+// Plain dX (bsrMatmul without the activation's backward) at width 128 with fewer than kWideTileMinTokens tokens, where
+// the alternative is the default tile of 128 tokens, takes the ping-pong tile from kPingPongDxMinTilesPerSm of its
+// tiles per SM on lines of at most kPingPongDxMaxLine blocks. On an H100 (two runs, 256-2048 tokens, eight shapes from
+// 1024 x 1024 to 16384 -> 4096, densities 0.1-0.5) it took 0.75-0.99x the default tile's time in 47 of the 50 cases
+// this adds (1.9-15.5 tiles per SM, lines of 0.8-16 blocks; a geometric mean of 0.90 in each run) and 1.04-1.09x in
+// three (one pattern, 4096 -> 4096 at 2048 tokens and density 0.25, in both runs); on an H200 (2048 tokens) 0.80-0.95x
+// in the six cases it would add. With a tile per SM (0.97) it was mostly 1.00-1.08x; from 4096 tokens it took
+// 0.98-1.18x the 256-token wide tile's time on lines of 8-16. bsrLinear keeps kPingPongMaxLine: with 16 block rows and
+// lines of 6-16 blocks at 2048 tokens it took 1.04-1.10x the default tile's time on the H100
+// (benchmarks/results/gpu-nvidia-h100-80gb-hbm3/dx-ping-pong-128-2026-12-06.md).
+constexpr double kPingPongDxMinTilesPerSm = 1.5;
+constexpr double kPingPongDxMaxLine = 16.0;
 constexpr int kPingPongTile64Tokens = 256;
 // kPingPong3Tile: three consumer warpgroups taking tiles of this many tokens in turn, so that two epilogues run beside
 // each main loop (the square-64 ping-pong tile, for the epilogues that fuse an activation or its backward). The
@@ -235,6 +248,18 @@ constexpr double kFusedActivationMinShareOfL2 = 0.5;
 // line does not shrink (docs/kernels.md, "The activation's backward in dX's epilogue").
 constexpr double kPingPongBackwardMaxLine64 = 64.0;
 constexpr double kPingPongBackwardMaxLine128 = 16.0;
+// The 128-wide ping-pong tile (kPingPongTile) for Linear, dX with the activation's backward (`backward`) and plain dX
+// (`plainDx`): kPingPongMinTilesPerSm tiles of kPingPongTileTokens per SM on lines of at most kPingPongMaxLine blocks
+// (kPingPongBackwardMaxLine128 with the backward), and for plain dX below kWideTileMinTokens tokens also
+// kPingPongDxMinTilesPerSm on lines of at most kPingPongDxMaxLine.
+inline bool pingPongTile128Rule(int64_t m, int64_t lines, double line, int sms, bool backward, bool plainDx) {
+  if (sms <= 0 || lines <= 0 || m <= 0) return false;
+  const int64_t tiles = tileCount(m, kPingPongTileTokens, lines);
+  if (tiles >= kPingPongMinTilesPerSm * sms && line <= (backward ? kPingPongBackwardMaxLine128 : kPingPongMaxLine))
+    return true;
+  return plainDx && !backward && m < kWideTileMinTokens && double(tiles) >= kPingPongDxMinTilesPerSm * sms &&
+         line <= kPingPongDxMaxLine;
+}
 constexpr int64_t kXResidentMaxSlab = 1024;
 // The dispatch takes the tile up to 1408 columns, where two consumers' rings still get three stages each (four stages
 // up to 1280, three consumers of three up to 1152; bsr_wgmma_xr.cu asserts two of at least three beside it). On an H200
