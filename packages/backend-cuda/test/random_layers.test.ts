@@ -85,8 +85,10 @@ function drawLayer(next: () => number): Layer {
 /**
  * Asserts out matches ref group by group (group(i) in [0, groups)): every element finite where ref is, and each group's
  * error norm within the dtype's tolerance of the group's norm. A group whose reference is small next to the output's
- * root mean square (a sum that cancels, a group of one element) is measured against a tenth of that instead, so
- * rounding that is right cannot fail it while a wrong or missing block, of the order of the output, still does.
+ * root mean square (a sum that cancels, a group of one element) is measured against a tenth of that instead, and
+ * against `floor` where given (per group: the sum over its elements of their terms' squares, what rounding each term of
+ * the sums leaves), so rounding that is right cannot fail it while a wrong or missing block, of the order of the
+ * output, still does.
  */
 function expectCloseByGroup(
   out: ArrayLike<number>,
@@ -119,6 +121,15 @@ function expectCloseByGroup(
   }
 }
 
+/** Per group, the sum of `squares` over its elements: the floor expectCloseByGroup measures a group's error against. */
+function groupSums(squares: ArrayLike<number>, groups: number, group: (i: number) => number): Float64Array {
+  const sums = new Float64Array(groups);
+  for (let i = 0; i < squares.length; i++) sums[group(i)] += squares[i];
+  return sums;
+}
+
+const square = (values: ArrayLike<number>): Float64Array => Float64Array.from(values, (v) => v * v);
+
 describe.skipIf(cudaMissing)("random layers on cuda against float64 math", () => {
   beforeAll(() => {
     useCuda();
@@ -149,19 +160,25 @@ describe.skipIf(cudaMissing)("random layers on cuda against float64 math", () =>
           const y = bsrLinear(x.t, values.t, pattern, layer.bias ? bias.t : undefined);
           expect(y.shape).toEqual([...lead, rows]);
           const yRef = linearReference(x.values, w, m, rows, cols, layer.bias ? bias.values : undefined);
-          expectCloseByGroup(y.dataSync(), yRef, dtype, "bsrLinear", rows / R, (i) => Math.floor((i % rows) / R));
+          // Each output's terms' squares (the same products of the squared inputs): a float32 sum of a thousand terms
+          // that cancel can sit past 1e-5 of a tenth of the output's root mean square and still be rounded right.
+          const byRow = (i: number) => Math.floor((i % rows) / R);
+          const byCol = (i: number) => Math.floor((i % cols) / C);
+          const yFloor = groupSums(linearReference(square(x.values), square(w), m, rows, cols), rows / R, byRow);
+          expectCloseByGroup(y.dataSync(), yRef, dtype, "bsrLinear", rows / R, byRow, yFloor);
 
           const dx = bsrMatmul(dy.t, values.t, pattern);
           expect(dx.shape).toEqual([...lead, cols]);
           const dxRef = matmulReference(dy.values, w, m, rows, cols);
-          expectCloseByGroup(dx.dataSync(), dxRef, dtype, "bsrMatmul", cols / C, (i) => Math.floor((i % cols) / C));
+          const dxSquares = matmulReference(square(dy.values), square(w), m, rows, cols);
+          const dxFloor = groupSums(dxSquares, cols / C, byCol);
+          expectCloseByGroup(dx.dataSync(), dxRef, dtype, "bsrMatmul", cols / C, byCol, dxFloor);
 
           // The fused forms nn runs for Linear -> activation and for dX through the activation of the layer before.
-          const byRow = (i: number) => Math.floor((i % rows) / R);
-          const byCol = (i: number) => Math.floor((i % cols) / C);
           const [a, z] = runKernel("BsrLinearActivation", { x: x.t, values: values.t, bias: layer.bias ? bias.t : undefined }, { pattern, activation: layer.activation });
-          expectCloseByGroup(z.dataSync(), yRef, dtype, "bsrLinearActivation z", rows / R, byRow);
-          expectCloseByGroup(a.dataSync(), yRef.map(ACTIVATION[layer.activation]), dtype, `bsrLinearActivation ${layer.activation}(z)`, rows / R, byRow);
+          expectCloseByGroup(z.dataSync(), yRef, dtype, "bsrLinearActivation z", rows / R, byRow, yFloor);
+          // The activation's slope is at most 1.13 (GELU's), so z's rounding floor bounds a's too.
+          expectCloseByGroup(a.dataSync(), yRef.map(ACTIVATION[layer.activation]), dtype, `bsrLinearActivation ${layer.activation}(z)`, rows / R, byRow, yFloor);
           const pre = randomTensor(draw, [...lead, cols], dtype);
           const [dpre, dbias] = bsrMatmulActivationBackward(dy.t, values.t, pattern, pre.t, layer.activation);
           const dpreRef = dxRef.map((g, i) => g * DERIVATIVE[layer.activation](pre.values[i]));
@@ -172,13 +189,17 @@ describe.skipIf(cudaMissing)("random layers on cuda against float64 math", () =>
           // rounding each once leaves in the sum), as well as against its own size. A wrong or missing block still
           // moves it by the order of the terms.
           const termSquares = [dpreRef.reduce((sum, term) => sum + term * term, 0)];
-          expectCloseByGroup(dpre.dataSync(), dpreRef, dtype, "bsrMatmulActivationBackward dpre", cols / C, byCol);
+          const dpreFloor = groupSums(dxSquares.map((t, i) => t * DERIVATIVE[layer.activation](pre.values[i]) ** 2), cols / C, byCol);
+          expectCloseByGroup(dpre.dataSync(), dpreRef, dtype, "bsrMatmulActivationBackward dpre", cols / C, byCol, dpreFloor);
           expectCloseByGroup(dbias.dataSync(), dbiasRef, dtype, "bsrMatmulActivationBackward dbias", 1, () => 0, termSquares);
 
           const dw = sampledMatmul(dy.t, x.t, pattern);
           expect(dw.shape).toEqual([pattern.nnzBlocks, R, C]);
           const dwRef = sampledReference(pattern, dy.values, x.values, m);
-          expectCloseByGroup(dw.dataSync(), dwRef, dtype, "sampledMatmul", Math.max(1, pattern.nnzBlocks), (i) => Math.floor(i / (R * C)));
+          const byBlock = (i: number) => Math.floor(i / (R * C));
+          const dwGroups = Math.max(1, pattern.nnzBlocks);
+          const dwFloor = groupSums(sampledReference(pattern, square(dy.values), square(x.values), m), dwGroups, byBlock);
+          expectCloseByGroup(dw.dataSync(), dwRef, dtype, "sampledMatmul", dwGroups, byBlock, dwFloor);
         });
       } finally {
         backend.setDenseProductMode(previousProduct);
