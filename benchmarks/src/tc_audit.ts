@@ -1,7 +1,7 @@
 /**
  * The dispatch audit of tc_bench's timings: for every case `tc_bench --mode time --paths auto,...` timed, what the
  * dispatch ran ("auto") against the fastest route it timed beside it, in each form of the product (plain, with the
- * activation fused, or the product then the activation pass). The cases where auto is more than a margin slower than
+ * activation or its backward fused, or the product then the activation's pass or its backward's). The cases where auto is more than a margin slower than
  * another route are where a dispatch rule misses; the summary per product, form and block says how often and by how
  * much (docs/kernels.md's rules were set from such tables).
  */
@@ -14,7 +14,10 @@ export interface TcCase {
   m: number;
   k: number;
   n: number;
-  /** "plain", "fused activation" or "then biasActivation". */
+  /**
+   * "plain", "fused activation" or "then biasActivation" (bsrLinear with `--activation`), "fused backward" or "then its
+   * backward" (bsrMatmul with `--activation`).
+   */
   form: string;
 }
 
@@ -58,7 +61,7 @@ export class TcBenchParseError extends Error {
   override name = "TcBenchParseError";
 }
 
-const FORMS = ["fused activation", "then biasActivation"] as const;
+const FORMS = ["fused activation", "then biasActivation", "fused backward", "then its backward"] as const;
 
 function finite(cell: string, what: string, line: number): number {
   const value = Number(cell);

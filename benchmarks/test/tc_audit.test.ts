@@ -21,6 +21,10 @@ const LOG = [
   "| matmul | 64x128 | 0.25 | 2048 | 1024 | 4096 | wgmma/v7 | 0.0110 | 1 | 1 | 0.5 |",
   "| matmul | 64x128 | 0.25 | 2048 | 1024 | 4096 | wgmma/v7 | 0.0098 | 1 | 1 | 0.5 |",
   "| matmul | 64 | 0.25 | 2048 | 1024 | 4096 | auto | 0.0100 | 1 | 1 | 0.5 |",
+  "| matmul | 128 | 0.10 | 8192 | 8192 | 2048 | auto fused backward | 0.1610 | 171.8 | 764.5 | 0.22 |",
+  "| matmul | 128 | 0.10 | 8192 | 8192 | 2048 | auto then its backward | 0.2464 | 112.2 | 764.5 | 0.15 |",
+  "| matmul | 128 | 0.10 | 8192 | 8192 | 2048 | wgmma/v14 fused backward | 0.1554 | 177.9 | 764.5 | 0.23 |",
+  "| matmul | 128 | 0.10 | 8192 | 8192 | 2048 | wgmma/v14 then its backward | 0.2421 | 114.2 | 764.5 | 0.15 |",
   "| product | variant | block | worst rel. error (max of vs simple, vs float64) |",
   "| linear | auto | 128 | 1.69e-03 |",
 ].join("\n");
@@ -28,7 +32,9 @@ const LOG = [
 describe("the dispatch audit of tc_bench's timings", () => {
   it("reads each route's time per case and form, the last of a row printed twice, and skips every other line", () => {
     const times = parseTcBenchTimes(LOG);
-    expect(times).toHaveLength(12);
+    expect(times).toHaveLength(16);
+    expect(times.find((t) => t.route === "wgmma/v14" && t.form === "fused backward")?.ms).toBe(0.1554);
+    expect(times.find((t) => t.route === "auto" && t.form === "then its backward")?.ms).toBe(0.2464);
     expect(times[0]).toEqual({ op: "linear", block: "128", density: 0.5, m: 256, k: 4096, n: 1024, route: "auto", form: "fused activation", ms: 0.0193 });
     expect(times.find((t) => t.route === "wgmma/v34" && t.form === "then biasActivation")?.ms).toBe(0.0149);
     const twice = times.filter((t) => t.op === "matmul" && t.route === "wgmma/v7");
@@ -37,8 +43,10 @@ describe("the dispatch audit of tc_bench's timings", () => {
 
   it("compares auto with the fastest other route of its case and form, and counts the misses past the margin", () => {
     const audit = auditDispatch(parseTcBenchTimes(LOG), 0.03);
-    // Four cases have auto and another route; the 64x64 matmul has auto alone.
-    expect(audit.cases).toHaveLength(4);
+    // Six cases have auto and another route (dX's two forms of its backward each against its own); the 64x64 matmul
+    // has auto alone.
+    expect(audit.cases).toHaveLength(6);
+    expect(audit.cases.find((c) => c.form === "fused backward")).toMatchObject({ autoMs: 0.161, best: "wgmma/v14", bestMs: 0.1554 });
     const fused = audit.cases.find((c) => c.form === "fused activation" && c.density === 0.5);
     expect(fused).toMatchObject({ autoMs: 0.0193, best: "wgmma/v34", bestMs: 0.0146 });
     expect(fused?.ratio).toBeCloseTo(0.0193 / 0.0146, 12);
@@ -58,7 +66,7 @@ describe("the dispatch audit of tc_bench's timings", () => {
     expect(text).toContain("| linear | fused activation | 128 | 2 | 1.150 | 1 | 1.32x (256 tokens, 4096 -> 1024, density 0.5: wgmma/v34) |");
     const rows = text.split("\n").filter((line) => line.startsWith("| linear |") && line.includes("| 256 |"));
     expect(rows.map((line) => line.split("|")[2].trim())).toEqual(["fused activation", "then biasActivation"]);
-    expect(auditMarkdown(auditDispatch(parseTcBenchTimes(LOG.split("\n").slice(8).join("\n")), 0.03))).toContain("No case missed.");
+    expect(auditMarkdown(auditDispatch(parseTcBenchTimes(LOG.split("\n").slice(8).filter((line) => !line.includes("backward")).join("\n")), 0.03))).toContain("No case missed.");
   });
 
   it("refuses a time row that does not read, naming its line, and a margin that is not a fraction", () => {
