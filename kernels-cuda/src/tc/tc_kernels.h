@@ -160,11 +160,13 @@ constexpr double kPingPongMaxLine = 4.0;
 // tiles per SM on lines of at most kPingPongDxMaxLine blocks. On an H100 (two runs, 256-2048 tokens, eight shapes from
 // 1024 x 1024 to 16384 -> 4096, densities 0.1-0.5) it took 0.75-0.99x the default tile's time in 47 of the 50 cases
 // this adds (1.9-15.5 tiles per SM, lines of 0.8-16 blocks; a geometric mean of 0.90 in each run) and 1.04-1.09x in
-// three (one pattern, 4096 -> 4096 at 2048 tokens and density 0.25, in both runs); on an H200 (2048 tokens) 0.80-0.95x
-// in the six cases it would add. With a tile per SM (0.97) it was mostly 1.00-1.08x; from 4096 tokens it took
-// 0.98-1.18x the 256-token wide tile's time on lines of 8-16. bsrLinear keeps kPingPongMaxLine: with 16 block rows and
-// lines of 6-16 blocks at 2048 tokens it took 1.04-1.10x the default tile's time on the H100
-// (benchmarks/results/gpu-nvidia-h100-80gb-hbm3/dx-ping-pong-128-2026-12-06.md).
+// three (one pattern, 4096 -> 4096 at 2048 tokens and density 0.25, in both runs); on an H200 (two runs with the rule
+// in, 256-2048 tokens, ten shapes) 0.77-1.04x in the 49 cases it adds (geometric means 0.875 and 0.889). With a tile
+// per SM (0.97) it was mostly 1.00-1.08x on the H100, 0.87-1.17x on the H200; from 4096 tokens 0.98-1.18x (H100) and
+// 0.88-1.11x (H200) the 256-token wide tile's time on lines of 4-16. bsrLinear keeps kPingPongMaxLine: with 16 block
+// rows and lines of 6-16 blocks at 2048 tokens it took 1.04-1.10x the default tile's time on the H100
+// (benchmarks/results/gpu-nvidia-h100-80gb-hbm3/dx-ping-pong-128-2026-12-06.md,
+// gpu-nvidia-h200/few-tiles-dx-ping-pong-2026-12-06.md).
 constexpr double kPingPongDxMinTilesPerSm = 1.5;
 constexpr double kPingPongDxMaxLine = 16.0;
 constexpr int kPingPongTile64Tokens = 256;
