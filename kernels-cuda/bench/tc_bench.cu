@@ -5,8 +5,8 @@
 //         element) and with float64 host math (every element of small outputs, else a random sample).
 // time:   median time of each variant and of cuBLAS dense (cublasGemmEx, bf16/f16 in with float32
 //         compute, or float32 in with CUBLAS_COMPUTE_32F_FAST_TF32) on the same shape in the same run, with
-//         CUDA events over batches that rotate input sets; throughput is counted on the non-zero work
-//         (2 * M * nnzBlocks * R * C).
+//         CUDA events over batches that rotate input sets, after at least kWarmUpMs of launches; throughput is counted
+//         on the non-zero work (2 * M * nnzBlocks * R * C).
 // decode: bsrLinear with few tokens: measures the device's copy bandwidth (a device-to-device cudaMemcpy,
 //         read + write counted), then per case checks each path as `check` does and times it against
 //         cuBLAS dense, reporting the weight's bytes per second and its fraction of the copy bandwidth.
