@@ -11,7 +11,8 @@
 #   then the pass everywhere), twice each, alternating;
 # - and, not an epilogue's, the 64-wide persistent tile's rule with few tiles (kPersistentFewTilesMaxLine): plain
 #   bsrLinear and bsrMatmul on the persistent and default tiles beside auto at 1024-4096 tokens.
-# tc_bench's check of what auto dispatches runs first. SKIP_BUILD=1 uses the addon already built; tc_bench is built
+# tc_bench's check of what auto dispatches runs first, then that of the 128-wide ping-pong tile fused (not dispatched;
+# a lead: docs/kernels.md, "Plain dX on the 128-wide ping-pong tile below 4096 tokens"). SKIP_BUILD=1 uses the addon already built; tc_bench is built
 # with the shipped kernels only (DEV=0). Each stage is capped (stage, gpu-lib.sh) within DEADLINE seconds (default
 # 560); the logs are packed into $OUT/epilogue-rules.tgz.
 set -uo pipefail
@@ -27,6 +28,15 @@ stage bench-build 120 env ARCH="-gencode=arch=compute_90a,code=sm_90a" DEV=0 bas
 B="$bench/tc_bench"
 stage check 60 "$B" --mode check --ops linear,matmul --paths auto --activation gelu_tanh --dtype bf16 --blocks 64,128 \
   --tokens 2000,8192 --shapes 1024x4096,4096x1024 --densities 0.5,0.25 || failed=1
+# The 128-wide ping-pong tile with the activation fused (variant 14), which no rule dispatches yet: on lines of 4-16
+# blocks with Z above half of L2 it ran 0.78-1.00x the dispatched route on an H100 and an H200 (2026-12-06), so it is
+# checked against the simple kernel and float64, and under memcheck, before a rule may take it.
+stage check-pingpong-fused 60 "$B" --mode check --ops linear --paths wgmma --variants 14 --activation gelu_tanh \
+  --dtype bf16 --blocks 128 --tokens 300,2000,8192 --shapes 2048x8192,4096x4096,8192x2048 --densities 0.5,0.25,0.1 ||
+  failed=1
+stage memcheck-pingpong-fused 60 compute-sanitizer --tool memcheck --error-exitcode 9 "$B" --mode check --ops linear \
+  --paths wgmma --variants 14 --activation gelu_tanh --dtype bf16 --blocks 128 --tokens 300 --shapes 2048x8192 \
+  --densities 0.5 || failed=1
 shapes=1024x4096,768x3072,2048x8192,4096x4096,4096x1024,3072x768,8192x2048
 stage forward 150 "$B" --mode time --ops linear --activation gelu_tanh --paths auto,wgmma --variants 1,7,14,34 \
   --blocks 64,128 --tokens 2048,8192 --shapes "$shapes" --densities 0.5,0.25,0.1
