@@ -1,9 +1,9 @@
 /**
  * The dispatch audit of tc_bench's timings: for every case `tc_bench --mode time --paths auto,...` timed, what the
  * dispatch ran ("auto") against the fastest route it timed beside it, in each form of the product (plain, with the
- * activation or its backward fused, or the product then the activation's pass or its backward's). The cases where auto is more than a margin slower than
- * another route are where a dispatch rule misses; the summary per product, form and block says how often and by how
- * much (docs/kernels.md's rules were set from such tables).
+ * activation or its backward fused, or the product then the activation's pass or its backward's). The cases where auto
+ * is more than a margin slower than another route are where a dispatch rule misses; the summary per product, form and
+ * block says how often and by how much (docs/kernels.md's rules were set from such tables).
  */
 
 /** A case tc_bench timed: the product, its block, density and shape, and the form it took. */

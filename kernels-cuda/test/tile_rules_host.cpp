@@ -881,7 +881,7 @@ int main() {
     check(pingPongTile128Rule(128, two, 4.0, sms, false, false), "ping-pong at 128: lines of 4", two, sms, 4.0);
     check(!pingPongTile128Rule(128, two, 4.01, sms, false, false), "ping-pong at 128: Linear past 4", two, sms, 4.01);
     check(pingPongTile128Rule(128, two, 16.0, sms, true, false), "ping-pong at 128: the backward up to 16", two, sms, 16.0);
-    check(!pingPongTile128Rule(128, two, 16.01, sms, true, true), "ping-pong at 128: the backward past 16", two, sms, 16.01);
+    check(!pingPongTile128Rule(128, two, 16.01, sms, true, false), "ping-pong at 128: the backward past 16", two, sms, 16.01);
     check(!pingPongTile128Rule(128, two - 1, 1.0, sms, false, false), "ping-pong at 128: too few tiles", two - 1, sms, 1.0);
     check(pingPongTile128Rule(128, threeHalves, 16.0, sms, false, true), "ping-pong at 128: plain dX, 1.5 tiles per SM", threeHalves, sms, 16.0);
     check(!pingPongTile128Rule(128, threeHalves - 1, 1.0, sms, false, true), "ping-pong at 128: plain dX, fewer tiles", threeHalves - 1, sms, 1.0);
@@ -889,7 +889,7 @@ int main() {
     check(!pingPongTile128Rule(4096, two, 8.0, sms, false, true), "ping-pong at 128: plain dX from 4096 tokens, lines of 8", two, sms, 8.0);
     check(pingPongTile128Rule(4095, two, 8.0, sms, false, true), "ping-pong at 128: plain dX below 4096 tokens, lines of 8", two, sms, 8.0);
     if (threeHalves < two)
-      check(!pingPongTile128Rule(128, threeHalves, 8.0, sms, true, true), "ping-pong at 128: the backward keeps 2 tiles per SM", threeHalves, sms, 8.0);
+      check(!pingPongTile128Rule(128, threeHalves, 8.0, sms, true, false), "ping-pong at 128: the backward keeps 2 tiles per SM", threeHalves, sms, 8.0);
     // Other widths and empty patterns are never taken.
     check(!pingPong3ForwardTileRule(32, 1 << 20, 1024, 1.0, sms), "three consumers at 32", 1024, sms, 1.0);
     check(!pingPong3ForwardTileRule(128, 1 << 20, 0, 0.0, sms), "three consumers without lines", 0, sms, 0.0);

@@ -532,8 +532,7 @@ bool run(tc::Op op, DType dtype, const void* a, const void* b, const void* bias,
       if (width == 64 && backward && tiles(tc::kPingPongTile64Tokens) >= tc::kPingPongMinTilesPerSm * device.sms &&
           line <= tc::kPingPongBackwardMaxLine64)
         variant = line <= tc::kPingPong3MaxLine ? tc::kPingPong3Tile : tc::kPingPongTile;
-      if (width == 128 && tc::pingPongTile128Rule(m, lines, line, device.sms, backward,
-                                                   op == tc::Op::Matmul && activated == nullptr))
+      if (width == 128 && tc::pingPongTile128Rule(m, lines, line, device.sms, backward, op == tc::Op::Matmul && !backward))
         variant = tc::kPingPongTile;
       // The three-consumer tile: Linear fused (`activated`, Linear's only) by its forward's rule, which holds with few
       // tiles too; Linear plain and dX without the activation's backward with fewer of its token tiles than SMs

@@ -251,7 +251,7 @@ constexpr double kFusedActivationMinShareOfL2 = 0.5;
 constexpr double kPingPongBackwardMaxLine64 = 64.0;
 constexpr double kPingPongBackwardMaxLine128 = 16.0;
 // The 128-wide ping-pong tile (kPingPongTile) for Linear, dX with the activation's backward (`backward`) and plain dX
-// (`plainDx`): kPingPongMinTilesPerSm tiles of kPingPongTileTokens per SM on lines of at most kPingPongMaxLine blocks
+// (`plainDx`, bsrMatmul without that backward): kPingPongMinTilesPerSm tiles of kPingPongTileTokens per SM on lines of at most kPingPongMaxLine blocks
 // (kPingPongBackwardMaxLine128 with the backward), and for plain dX below kWideTileMinTokens tokens also
 // kPingPongDxMinTilesPerSm on lines of at most kPingPongDxMaxLine.
 inline bool pingPongTile128Rule(int64_t m, int64_t lines, double line, int sms, bool backward, bool plainDx) {
@@ -259,8 +259,7 @@ inline bool pingPongTile128Rule(int64_t m, int64_t lines, double line, int sms, 
   const int64_t tiles = tileCount(m, kPingPongTileTokens, lines);
   if (tiles >= kPingPongMinTilesPerSm * sms && line <= (backward ? kPingPongBackwardMaxLine128 : kPingPongMaxLine))
     return true;
-  return plainDx && !backward && m < kWideTileMinTokens && double(tiles) >= kPingPongDxMinTilesPerSm * sms &&
-         line <= kPingPongDxMaxLine;
+  return plainDx && m < kWideTileMinTokens && double(tiles) >= kPingPongDxMinTilesPerSm * sms && line <= kPingPongDxMaxLine;
 }
 constexpr int64_t kXResidentMaxSlab = 1024;
 // The dispatch takes the tile up to 1408 columns, where two consumers' rings still get three stages each (four stages
