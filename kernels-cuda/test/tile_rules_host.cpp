@@ -14,12 +14,16 @@
 // density times the blocks a row or column holds: what a random pattern averages.
 //
 //   nvcc -std=c++17 -x cu -I kernels-cuda/src kernels-cuda/test/tile_rules_host.cpp -o tile_rules_host && ./tile_rules_host
+#include <cmath>
 #include <cstdio>
+#include <iterator>
+#include <tuple>
 
 #include "tc/tc_kernels.h"
 
 using bs::tc::persistentTileRule;
 using bs::tc::pingPong3ForwardTileRule;
+using bs::tc::PingPongProduct;
 using bs::tc::pingPongTile128Rule;
 using bs::tc::threeConsumerFewTilesRule;
 
@@ -649,6 +653,28 @@ constexpr DxPingPongCase kDxPingPong128[] = {
     {2048, 16384, 4096, 0.5, 0.901},  // 2 runs, 15.52 tiles per SM, lines of 16.0
 };
 
+struct ForwardPingPongCase {
+  long long tokens, k, n;  // bsrLinearActivation, a layer K -> N (lines: N / 128 block rows of K / 128 x density)
+  double density, ratio;   // the ping-pong tile fused / the tile dispatched before fused (default below 4096 tokens, wide)
+};
+// bsrLinearActivation at 128x128 with Z above half of L2 (where the dispatch fuses it), 2 or more tiles of 128 tokens per
+// SM and lines of 4-16 blocks (the three-consumer tile takes lines of up to 4): on an H100 (132 SMs, 2026-12-06, the
+// geometric mean of variant 14's time and auto's, which ran the same tile) and an H200 (one run, the tile against auto
+// before the rule): benchmarks/results/gpu-nvidia-h100-80gb-hbm3/ping-pong-fused-128-2026-12-06.md.
+constexpr ForwardPingPongCase kForwardPingPong128H100[] = {
+    {2048, 2048, 8192, 0.5, 0.762},    {2048, 3072, 12288, 0.5, 0.822}, {2048, 3072, 12288, 0.25, 0.842},
+    {2048, 4096, 16384, 0.5, 0.964},   {2048, 4096, 16384, 0.25, 0.847}, {4096, 2048, 8192, 0.5, 0.908},
+    {4096, 4096, 4096, 0.5, 0.997},    {4096, 4096, 4096, 0.25, 1.010},  {4096, 3072, 12288, 0.5, 0.965},
+    {4096, 3072, 12288, 0.25, 0.904},  {4096, 4096, 16384, 0.5, 1.020},  {4096, 4096, 16384, 0.25, 0.898},
+    {8192, 2048, 8192, 0.5, 0.939},    {8192, 4096, 4096, 0.5, 1.027},   {8192, 4096, 4096, 0.25, 0.963},
+    {8192, 8192, 2048, 0.25, 1.091},   {8192, 8192, 2048, 0.1, 1.027},   {8192, 3072, 12288, 0.5, 0.985},
+    {8192, 3072, 12288, 0.25, 1.014},  {8192, 4096, 16384, 0.5, 1.006},  {8192, 4096, 16384, 0.25, 0.914},
+};
+constexpr ForwardPingPongCase kForwardPingPong128H200[] = {
+    {2048, 2048, 8192, 0.5, 0.848},  {8192, 2048, 8192, 0.5, 0.832},  {8192, 4096, 4096, 0.5, 0.856},
+    {8192, 4096, 4096, 0.25, 0.848}, {8192, 8192, 2048, 0.25, 0.997}, {8192, 8192, 2048, 0.1, 0.867},
+};
+
 struct DxFewTilesCase {
   int width;
   long long tokens, k, n;  // bsrMatmul's dX = dY W, M x K, for a layer K -> N (tc_bench's shape); its lines are K / width
@@ -875,21 +901,25 @@ int main() {
     check(!threeConsumerFewTilesRule(128, 64, sms, sms), "few tiles at 128: as many as the SMs", sms, sms, 0.0);
     check(!threeConsumerFewTilesRule(32, 1, 1, sms), "few tiles at 32", 1, sms, 0.0);
     check(!threeConsumerFewTilesRule(64, 0, 1, sms) && !threeConsumerFewTilesRule(64, 1, 0, sms), "few tiles without tokens or lines", 0, sms, 0.0);
-    // The ping-pong tile at 128 wide: 2 tiles of 128 tokens per SM on lines up to 4 (16 with the activation's
-    // backward); plain dX below 4096 tokens from 1.5 tiles per SM on lines up to 16, not from 4096 tokens.
+    // The ping-pong tile at 128 wide: 2 tiles of 128 tokens per SM on lines up to 4 (16 with the activation or its
+    // backward fused); plain dX below 4096 tokens from 1.5 tiles per SM on lines up to 16, not from 4096 tokens.
     const long long two = 2 * sms, threeHalves = (3 * sms + 1) / 2;
-    check(pingPongTile128Rule(128, two, 4.0, sms, false, false), "ping-pong at 128: lines of 4", two, sms, 4.0);
-    check(!pingPongTile128Rule(128, two, 4.01, sms, false, false), "ping-pong at 128: Linear past 4", two, sms, 4.01);
-    check(pingPongTile128Rule(128, two, 16.0, sms, true, false), "ping-pong at 128: the backward up to 16", two, sms, 16.0);
-    check(!pingPongTile128Rule(128, two, 16.01, sms, true, false), "ping-pong at 128: the backward past 16", two, sms, 16.01);
-    check(!pingPongTile128Rule(128, two - 1, 1.0, sms, false, false), "ping-pong at 128: too few tiles", two - 1, sms, 1.0);
-    check(pingPongTile128Rule(128, threeHalves, 16.0, sms, false, true), "ping-pong at 128: plain dX, 1.5 tiles per SM", threeHalves, sms, 16.0);
-    check(!pingPongTile128Rule(128, threeHalves - 1, 1.0, sms, false, true), "ping-pong at 128: plain dX, fewer tiles", threeHalves - 1, sms, 1.0);
-    check(!pingPongTile128Rule(128, threeHalves, 16.01, sms, false, true), "ping-pong at 128: plain dX past 16", threeHalves, sms, 16.01);
-    check(!pingPongTile128Rule(4096, two, 8.0, sms, false, true), "ping-pong at 128: plain dX from 4096 tokens, lines of 8", two, sms, 8.0);
-    check(pingPongTile128Rule(4095, two, 8.0, sms, false, true), "ping-pong at 128: plain dX below 4096 tokens, lines of 8", two, sms, 8.0);
+    check(pingPongTile128Rule(128, two, 4.0, sms, PingPongProduct::kLinear), "ping-pong at 128: lines of 4", two, sms, 4.0);
+    check(!pingPongTile128Rule(128, two, 4.01, sms, PingPongProduct::kLinear), "ping-pong at 128: Linear past 4", two, sms, 4.01);
+    check(pingPongTile128Rule(128, two, 16.0, sms, PingPongProduct::kDxBackward), "ping-pong at 128: the backward up to 16", two, sms, 16.0);
+    check(!pingPongTile128Rule(128, two, 16.01, sms, PingPongProduct::kDxBackward), "ping-pong at 128: the backward past 16", two, sms, 16.01);
+    check(!pingPongTile128Rule(128, two - 1, 1.0, sms, PingPongProduct::kLinear), "ping-pong at 128: too few tiles", two - 1, sms, 1.0);
+    check(pingPongTile128Rule(128, threeHalves, 16.0, sms, PingPongProduct::kPlainDx), "ping-pong at 128: plain dX, 1.5 tiles per SM", threeHalves, sms, 16.0);
+    check(!pingPongTile128Rule(128, threeHalves - 1, 1.0, sms, PingPongProduct::kPlainDx), "ping-pong at 128: plain dX, fewer tiles", threeHalves - 1, sms, 1.0);
+    check(!pingPongTile128Rule(128, threeHalves, 16.01, sms, PingPongProduct::kPlainDx), "ping-pong at 128: plain dX past 16", threeHalves, sms, 16.01);
+    check(!pingPongTile128Rule(4096, two, 8.0, sms, PingPongProduct::kPlainDx), "ping-pong at 128: plain dX from 4096 tokens, lines of 8", two, sms, 8.0);
+    check(pingPongTile128Rule(4095, two, 8.0, sms, PingPongProduct::kPlainDx), "ping-pong at 128: plain dX below 4096 tokens, lines of 8", two, sms, 8.0);
+    check(pingPongTile128Rule(128, two, 16.0, sms, PingPongProduct::kLinearActivation), "ping-pong at 128: the activation fused up to 16", two, sms, 16.0);
+    check(!pingPongTile128Rule(128, two, 16.01, sms, PingPongProduct::kLinearActivation), "ping-pong at 128: the activation fused past 16", two, sms, 16.01);
+    check(!pingPongTile128Rule(128, two - 1, 8.0, sms, PingPongProduct::kLinearActivation), "ping-pong at 128: the activation fused, too few tiles", two - 1, sms, 8.0);
+    check(!pingPongTile128Rule(128, two, 8.0, sms, PingPongProduct::kLinear), "ping-pong at 128: plain Linear keeps lines of 4", two, sms, 8.0);
     if (threeHalves < two)
-      check(!pingPongTile128Rule(128, threeHalves, 8.0, sms, true, false), "ping-pong at 128: the backward keeps 2 tiles per SM", threeHalves, sms, 8.0);
+      check(!pingPongTile128Rule(128, threeHalves, 8.0, sms, PingPongProduct::kDxBackward), "ping-pong at 128: the backward keeps 2 tiles per SM", threeHalves, sms, 8.0);
     // Other widths and empty patterns are never taken.
     check(!pingPong3ForwardTileRule(32, 1 << 20, 1024, 1.0, sms), "three consumers at 32", 1024, sms, 1.0);
     check(!pingPong3ForwardTileRule(128, 1 << 20, 0, 0.0, sms), "three consumers without lines", 0, sms, 0.0);
@@ -931,9 +961,28 @@ int main() {
   for (const DxPingPongCase& c : kDxPingPong128) {
     const long long lines = c.k / 128;
     const double line = c.density * double(c.n / 128);
-    const bool taken = pingPongTile128Rule(c.tokens, lines, line, kSms, false, true);
+    const bool taken = pingPongTile128Rule(c.tokens, lines, line, kSms, PingPongProduct::kPlainDx);
     if (c.ratio <= 0.85) check(taken, "a win not taken (dX, ping-pong at 128)", c.tokens, c.k * 100000 + c.n, line);
     if (c.ratio >= 1.08) check(!taken, "a loss taken (dX, ping-pong at 128)", c.tokens, c.k * 100000 + c.n, line);
+  }
+  // bsrLinearActivation at 128 wide takes the ping-pong tile fused (pingPongTile128Rule) in every measured case (they
+  // sit inside the rule's bounds, lines of 4-16, 2 or more tiles per SM), and its time over them is below the tile's
+  // before on each GPU: a geometric mean of at most 0.95, no case 10% or more slower.
+  for (const auto& [cases, count, mean] :
+       {std::tuple{kForwardPingPong128H100, std::size(kForwardPingPong128H100), "the geometric mean above 0.95 (H100)"},
+        std::tuple{kForwardPingPong128H200, std::size(kForwardPingPong128H200), "the geometric mean above 0.95 (H200)"}}) {
+    double logs = 0;
+    for (size_t i = 0; i < count; i++) {
+      const ForwardPingPongCase& c = cases[i];
+      const long long lines = c.n / 128;
+      const double line = c.density * double(c.k / 128);
+      check(pingPongTile128Rule(c.tokens, lines, line, kSms, PingPongProduct::kLinearActivation),
+            "a measured case not taken (the activation fused, ping-pong at 128)", c.tokens, c.k * 100000 + c.n, line);
+      check(c.ratio < 1.10, "a loss of 10% or more (the activation fused, ping-pong at 128)", c.tokens,
+            c.k * 100000 + c.n, line);
+      logs += std::log(c.ratio);
+    }
+    check(std::exp(logs / double(count)) <= 0.95, mean, static_cast<long long>(count), kSms, 0.0);
   }
   if (failures > 0) {
     std::printf("%d of %ld checks failed\n", failures, checks);

@@ -519,8 +519,9 @@ bool run(tc::Op op, DType dtype, const void* a, const void* b, const void* bias,
     // At width 64, many tiles with short lines go to the persistent tile, at width 128 to the ping-pong tile
     // (measured on an H200 with square blocks: docs/kernels.md, "The staged epilogue and the persistent tile" and
     // "Consumers in turn"), where plain dX below kWideTileMinTokens tokens takes it from fewer tiles and on longer lines
-    // (pingPongTile128Rule). dX with the activation's backward in its epilogue goes to the ping-pong tile at width 64
-    // too, and at width 128 on longer lines, by its own rules ("The activation's backward in dX's epilogue"). Linear
+    // (pingPongTile128Rule), and bsrLinearActivation (fused) on longer lines ("The 128-wide ping-pong tile fused"). dX
+    // with the activation's backward in its epilogue goes to the ping-pong tile at width 64 too, and at width 128 on
+    // longer lines, by its own rules ("The activation's backward in dX's epilogue"). Linear
     // and plain dX with fewer three-consumer tiles than SMs go to that tile at either width ("Three consumers with few
     // tiles").
     if (path == TcPath::Wgmma && (width == 64 || width == 128) && depth >= 64 && op != tc::Op::Sampled &&
@@ -532,8 +533,11 @@ bool run(tc::Op op, DType dtype, const void* a, const void* b, const void* bias,
       if (width == 64 && backward && tiles(tc::kPingPongTile64Tokens) >= tc::kPingPongMinTilesPerSm * device.sms &&
           line <= tc::kPingPongBackwardMaxLine64)
         variant = line <= tc::kPingPong3MaxLine ? tc::kPingPong3Tile : tc::kPingPongTile;
-      if (width == 128 && tc::pingPongTile128Rule(m, lines, line, device.sms, backward, op == tc::Op::Matmul && !backward))
-        variant = tc::kPingPongTile;
+      const tc::PingPongProduct product = op == tc::Op::Linear
+                                              ? (activated != nullptr ? tc::PingPongProduct::kLinearActivation
+                                                                      : tc::PingPongProduct::kLinear)
+                                              : (backward ? tc::PingPongProduct::kDxBackward : tc::PingPongProduct::kPlainDx);
+      if (width == 128 && tc::pingPongTile128Rule(m, lines, line, device.sms, product)) variant = tc::kPingPongTile;
       // The three-consumer tile: Linear fused (`activated`, Linear's only) by its forward's rule, which holds with few
       // tiles too; Linear plain and dX without the activation's backward with fewer of its token tiles than SMs
       // (tc_kernels.h).

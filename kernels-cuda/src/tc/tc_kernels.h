@@ -250,16 +250,31 @@ constexpr double kFusedActivationMinShareOfL2 = 0.5;
 // line does not shrink (docs/kernels.md, "The activation's backward in dX's epilogue").
 constexpr double kPingPongBackwardMaxLine64 = 64.0;
 constexpr double kPingPongBackwardMaxLine128 = 16.0;
-// The 128-wide ping-pong tile (kPingPongTile) for Linear, dX with the activation's backward (`backward`) and plain dX
-// (`plainDx`, bsrMatmul without that backward): kPingPongMinTilesPerSm tiles of kPingPongTileTokens per SM on lines of at most kPingPongMaxLine blocks
-// (kPingPongBackwardMaxLine128 with the backward), and for plain dX below kWideTileMinTokens tokens also
-// kPingPongDxMinTilesPerSm on lines of at most kPingPongDxMaxLine.
-inline bool pingPongTile128Rule(int64_t m, int64_t lines, double line, int sms, bool backward, bool plainDx) {
+// bsrLinearActivation at width 128 takes the ping-pong tile fused (`pingPongTile128Rule`) on lines of up to this many
+// blocks, with kPingPongMinTilesPerSm of its tiles per SM, where the fused forward is dispatched (Z above
+// kFusedActivationMinShareOfL2 of L2) and the three-consumer tile's rule (lines of at most kPingPong3ForwardMaxLine128)
+// does not take it first. Before, it ran on the wide or default tile fused, whose epilogue (Z and activation(Z): twice
+// a plain epilogue's stores) the CTA waits on; the ping-pong tile runs it beside the other consumer's products. On
+// lines of 4-16 blocks with 2 or more tiles per SM it took 0.85-1.00x that route's time on an H100 and 0.78-0.96x on an
+// H200 (2048 -> 8192, 4096 x 4096 and 8192 -> 2048 at 2048 and 8192 tokens, densities 0.25 and 0.5, six cases each:
+// docs/kernels.md, "The 128-wide ping-pong tile fused").
+constexpr double kPingPongForwardMaxLine128 = 16.0;
+// What pingPongTile128Rule is asked about: Linear plain, bsrLinearActivation (the activation fused), plain dX (bsrMatmul
+// without the activation's backward), or dX with that backward fused.
+enum class PingPongProduct { kLinear, kLinearActivation, kPlainDx, kDxBackward };
+// The 128-wide ping-pong tile (kPingPongTile): kPingPongMinTilesPerSm tiles of kPingPongTileTokens per SM on lines of
+// at most kPingPongMaxLine blocks (kPingPongForwardMaxLine128 with the activation fused, kPingPongBackwardMaxLine128
+// with its backward), and for plain dX below kWideTileMinTokens tokens also kPingPongDxMinTilesPerSm on lines of at
+// most kPingPongDxMaxLine.
+inline bool pingPongTile128Rule(int64_t m, int64_t lines, double line, int sms, PingPongProduct product) {
   if (sms <= 0 || lines <= 0 || m <= 0) return false;
   const int64_t tiles = tileCount(m, kPingPongTileTokens, lines);
-  if (tiles >= kPingPongMinTilesPerSm * sms && line <= (backward ? kPingPongBackwardMaxLine128 : kPingPongMaxLine))
-    return true;
-  return plainDx && m < kWideTileMinTokens && double(tiles) >= kPingPongDxMinTilesPerSm * sms && line <= kPingPongDxMaxLine;
+  const double maxLine = product == PingPongProduct::kLinearActivation ? kPingPongForwardMaxLine128
+                         : product == PingPongProduct::kDxBackward     ? kPingPongBackwardMaxLine128
+                                                                       : kPingPongMaxLine;
+  if (tiles >= kPingPongMinTilesPerSm * sms && line <= maxLine) return true;
+  return product == PingPongProduct::kPlainDx && m < kWideTileMinTokens &&
+         double(tiles) >= kPingPongDxMinTilesPerSm * sms && line <= kPingPongDxMaxLine;
 }
 constexpr int64_t kXResidentMaxSlab = 1024;
 // The dispatch takes the tile up to 1408 columns, where two consumers' rings still get three stages each (four stages

@@ -764,6 +764,43 @@ describe.skipIf(cudaMissing)("block-sparse kernels on cuda against float64 math"
     }
   }, 480_000);
 
+  // bsrLinearActivation where the addon fuses the activation because Z outgrows half of L2 (32.8 MB here, L2 50 MB on
+  // an H100 or H200), on lines of about 8 blocks of 128 deep with 16 tiles of 128 tokens per block row (1024 tiles):
+  // at 128 wide the ping-pong tile fused on sm_90 (pingPongTile128Rule), the square and the 128x64 rectangle on its
+  // tiles; elsewhere (another L2, another GPU) whatever route the rules take, checked the same way. 2000 tokens leave
+  // the last tile ragged. z against float64 on four random tokens of every 128-token tile (every tile, a different
+  // consumer's rows each time), a = activation(z) against the activation pass over z on every element.
+  test("bsrLinearActivation with Z past half of L2 on lines of 4-16 blocks (the 128-wide ping-pong tile fused), half precision, against float64", () => {
+    const next = random(9090);
+    const m = 2000, rows = 8192, cols = 2048;
+    const tokens: number[] = [];
+    for (let t0 = 0; t0 < m; t0 += 128) {
+      const picked = new Set<number>();
+      while (picked.size < Math.min(4, m - t0)) picked.add(t0 + Math.floor(next() * Math.min(128, m - t0)));
+      tokens.push(...[...picked].sort((a, b) => a - b));
+    }
+    for (const [br, bc] of [[128, 128], [128, 64]] as const) {
+      const pattern = BsrPattern.random([rows, cols], { blockShape: [br, bc], density: 0.5, seed: 77 + bc });
+      for (const dtype of ["bfloat16", "float16"] as const) {
+        tidy(() => {
+          const values = randomTensor(next, [pattern.nnzBlocks, br, bc], dtype);
+          const bias = randomTensor(next, [rows], dtype);
+          const x = randomTensor(next, [m, cols], dtype);
+          const { yRef } = sampledProducts(pattern, values.values, bias.values, x.values, null, tokens);
+          for (const activation of ["gelu_tanh", "relu", "gelu"] as const) {
+            const what = `bsrLinearActivation ${rows}x${cols} ${br}x${bc} m=${m} ${dtype} ${activation}`;
+            const [a, z] = runKernel("BsrLinearActivation", { x: x.t, values: values.t, bias: bias.t }, { pattern, activation });
+            const zs = z.dataSync();
+            expectClose(pickTokens(zs, tokens, rows), yRef, dtype, `${what}: z`);
+            const as = a.dataSync();
+            const pass = biasActivation(z, null, activation).dataSync();
+            for (let i = 0; i < pass.length; i++) if (as[i] !== pass[i]) expect.fail(`${what}: a[${i}] is ${as[i]}, the activation pass gave ${pass[i]}`);
+          }
+        });
+      }
+    }
+  }, 240_000);
+
   // dX through the activation, half precision: dpre against the unfused pair (bsrMatmul, then the activation's backward)
   // on every element and against float64 on every eighth token; dbias against the float64 column sums of the unfused
   // pair's dpre.
