@@ -4,15 +4,15 @@
 #   bash benchmarks/scripts/gpu-epilogue-rules.sh
 # - bsrLinearActivation (the activation written from the tile's epilogue beside Z): the dispatched route (auto: fused,
 #   or the product then the pass) beside each 64- and 128-wide wgmma tile fused and unfused (kPingPong3ForwardMaxLine,
-#   kPingPong3ForwardMaxLine128, kFusedActivationMinShareOfL2);
+#   kPingPong3ForwardMaxLine128, kPingPongForwardMaxLine128, kFusedActivationMinShareOfL2);
 # - bsrMatmulActivationBackward (the activation's backward in dX's epilogue): the same for dX (kPingPong3MaxLine,
 #   kPingPongBackwardMaxLine64 and 128);
 # - the captured FFN step with the fused forward as dispatched and with BLOCKSPARSE_CUDA_FUSED_ACTIVATION=0 (the product
 #   then the pass everywhere), twice each, alternating;
 # - and, not an epilogue's, the 64-wide persistent tile's rule with few tiles (kPersistentFewTilesMaxLine): plain
 #   bsrLinear and bsrMatmul on the persistent and default tiles beside auto at 1024-4096 tokens.
-# tc_bench's check of what auto dispatches runs first, then that of the 128-wide ping-pong tile fused (not dispatched;
-# a lead: docs/kernels.md, "Plain dX on the 128-wide ping-pong tile below 4096 tokens"). SKIP_BUILD=1 uses the addon already built; tc_bench is built
+# tc_bench's check of what auto dispatches runs first, then that of the 128-wide ping-pong tile fused (dispatched on
+# lines of 4-16: docs/kernels.md, "The 128-wide ping-pong tile fused"). SKIP_BUILD=1 uses the addon already built; tc_bench is built
 # with the shipped kernels only (DEV=0). Each stage is capped (stage, gpu-lib.sh) within DEADLINE seconds (default
 # 560); the logs are packed into $OUT/epilogue-rules.tgz.
 set -uo pipefail
@@ -28,9 +28,9 @@ stage bench-build 120 env ARCH="-gencode=arch=compute_90a,code=sm_90a" DEV=0 bas
 B="$bench/tc_bench"
 stage check 60 "$B" --mode check --ops linear,matmul --paths auto --activation gelu_tanh --dtype bf16 --blocks 64,128 \
   --tokens 2000,8192 --shapes 1024x4096,4096x1024 --densities 0.5,0.25 || failed=1
-# The 128-wide ping-pong tile with the activation fused (variant 14), which no rule dispatches yet: on lines of 4-16
-# blocks with Z above half of L2 it ran 0.78-1.00x the dispatched route on an H100 and an H200 (2026-12-06), so it is
-# checked against the simple kernel and float64, and under memcheck, before a rule may take it.
+# The 128-wide ping-pong tile with the activation fused (variant 14), which the rule takes with Z above half of L2 on
+# lines of 4-16 blocks (kPingPongForwardMaxLine128), checked against the simple kernel and float64, and under memcheck,
+# at shapes inside and outside the rule.
 stage check-pingpong-fused 60 "$B" --mode check --ops linear --paths wgmma --variants 14 --activation gelu_tanh \
   --dtype bf16 --blocks 128 --tokens 300,2000,8192 --shapes 2048x8192,4096x4096,8192x2048 --densities 0.5,0.25,0.1 ||
   failed=1
