@@ -4,7 +4,7 @@
 #   bash benchmarks/scripts/gpu-few-tiles.sh
 # - tc_bench's check of what auto dispatches there (bsrLinear plain and fused, bsrMatmul), 70-1000 tokens;
 # - bsrLinear with GELU(tanh) fused and then the pass, at 64 and 128 wide, auto beside every dispatched wgmma tile, 256-2048
-#   tokens over eight shapes and densities 0.5 / 0.25 / 0.1;
+#   tokens over eight shapes and densities 0.5 / 0.25 / 0.1, and at 128 wide plain (no activation) too;
 # - dX (bsrMatmul) the same, at 64 and 128 wide, the three-consumer tile (34) checked first against float64 at 70-2085
 #   tokens and under compute-sanitizer's memcheck at 70 and 300;
 # - bsrLinear and dX at 128 wide with many tiles (4096 and 8192 tokens), auto beside the default, wide and ping-pong tiles:
@@ -38,6 +38,9 @@ shapes=4096x1024,3072x768,8192x2048,2048x2048,1024x1024,1024x4096,4096x4096,1638
 time_args=(--tokens 256,512,1024,2048 --shapes "$shapes" --densities 0.5,0.25,0.1)
 stage linear-128 90 "$B" --mode time --ops linear --activation gelu_tanh --paths auto,wgmma --variants 0,14,34 --blocks 128 \
   "${time_args[@]}"
+# Plain bsrLinear at 128 wide (no activation): the ping-pong tile with 1.5-2 of its tiles per SM on lines of at most 4
+# (a lead: it ran 0.88-1.00x the default tile on an H100 and an H200, timed only as the product then the GELU pass).
+stage linear-128-plain 60 "$B" --mode time --ops linear --paths auto,wgmma --variants 0,14,34 --blocks 128 "${time_args[@]}"
 stage linear-64 90 "$B" --mode time --ops linear --activation gelu_tanh --paths auto,wgmma --variants 0,7,14,34 --blocks 64 \
   "${time_args[@]}"
 stage dx-64 60 "$B" --mode time --ops matmul --paths auto,wgmma --variants 0,7,14,34 --blocks 64 "${time_args[@]}"
@@ -45,8 +48,8 @@ stage dx-128 60 "$B" --mode time --ops matmul --paths auto,wgmma --variants 0,1,
 stage many-128 90 "$B" --mode time --ops linear,matmul --paths auto,wgmma --variants 0,1,14 --blocks 128 --tokens 4096,8192 \
   --shapes "$shapes" --densities 0.5,0.25,0.1
 # Where auto was slower than a tile timed beside it, per case (src/tc_audit_cli.ts).
-TAIL_LINES=8 stage audit 30 "$tsx" benchmarks/src/tc_audit_cli.ts "$OUT/linear-128.log" "$OUT/linear-64.log" "$OUT/dx-64.log" \
-  "$OUT/dx-128.log" "$OUT/many-128.log"
+TAIL_LINES=8 stage audit 30 "$tsx" benchmarks/src/tc_audit_cli.ts "$OUT/linear-128.log" "$OUT/linear-128-plain.log" \
+  "$OUT/linear-64.log" "$OUT/dx-64.log" "$OUT/dx-128.log" "$OUT/many-128.log"
 cd benchmarks
 stage ffn 90 "$tsx" src/ffn.ts --backend cuda --graph --quick --models ffn --widths 1024x4096,768x3072 --tokens 512,1024 \
   --blocks 32,64,128 --densities 0.5,0.25 --torch --out "$OUT/ffn"
