@@ -86,7 +86,8 @@ struct KernelArgs {
 // With 128x128 blocks, the persistent 128-token tile whose two consumer warpgroups take whole tiles in turn (each
 // one's epilogue during the other's products: bsrWgmmaPingPongKernel) wins when there are many tiles with short
 // reduction lines: at least kPingPongMinTilesPerSm tiles per SM and at most kPingPongMaxLine blocks per line on average
-// (plain dX below kWideTileMinTokens tokens: kPingPongDxMinTilesPerSm and kPingPongDxMaxLine; pingPongTile128Rule).
+// (plain dX below kWideTileMinTokens tokens: kPingPongDxMinTilesPerSm and kPingPongDxMaxLine; bsrLinearActivation:
+// kPingPongForwardMaxLine128; pingPongTile128Rule).
 // With 64x64 blocks the ping-pong tile (kPingPongTile64Tokens per consumer) takes dX with the activation's backward in
 // its epilogue: at least kPingPongMinTilesPerSm tiles per SM, at most kPingPongBackwardMaxLine64 blocks per line; with
 // 128x128 blocks it takes that dX up to kPingPongBackwardMaxLine128 blocks per line (the plain products: kPingPongMaxLine).
