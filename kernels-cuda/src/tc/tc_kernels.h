@@ -255,10 +255,11 @@ constexpr double kPingPongBackwardMaxLine128 = 16.0;
 // blocks, with kPingPongMinTilesPerSm of its tiles per SM, where the fused forward is dispatched (Z above
 // kFusedActivationMinShareOfL2 of L2) and the three-consumer tile's rule (lines of at most kPingPong3ForwardMaxLine128)
 // does not take it first. Before, it ran on the wide or default tile fused, whose epilogue (Z and activation(Z): twice
-// a plain epilogue's stores) the CTA waits on; the ping-pong tile runs it beside the other consumer's products. On
-// lines of 4-16 blocks with 2 or more tiles per SM it took 0.85-1.00x that route's time on an H100 and 0.78-0.96x on an
-// H200 (2048 -> 8192, 4096 x 4096 and 8192 -> 2048 at 2048 and 8192 tokens, densities 0.25 and 0.5, six cases each:
-// docs/kernels.md, "The 128-wide ping-pong tile fused").
+// a plain epilogue's stores) the CTA waits on; the ping-pong tile runs it beside the other consumer's products. In the
+// cases this takes it took 0.72-1.09x that route's time on an H100 (21 cases, 2048-8192 tokens, 2048 -> 8192 to
+// 4096 -> 16384, densities 0.1-0.5; geometric mean 0.93, 0.72-0.87x at 2048 tokens; the 1.09x few long lines, 8192 ->
+// 2048 at density 0.25) and 0.83-1.00x on an H200 (6 cases, geometric mean 0.87); on lines of 32 0.98-1.07x
+// (docs/kernels.md, "The 128-wide ping-pong tile fused").
 constexpr double kPingPongForwardMaxLine128 = 16.0;
 // What pingPongTile128Rule is asked about: Linear plain, bsrLinearActivation (the activation fused), plain dX (bsrMatmul
 // without the activation's backward), or dX with that backward fused.
