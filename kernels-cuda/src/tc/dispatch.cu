@@ -198,12 +198,22 @@ int64_t sampledWave(const BsrPatternView& pattern, const DeviceInfo& device) {
   return std::max<int64_t>(1, int64_t{device.sampledCtasPerSm(pattern.blockHeight)} * device.sms);
 }
 
+// The splits' cost in the models of dW's split count and tail, in tokens: a split costs about kSplitCostTokens / m of a
+// wave (its float32 partials written and read again, a prologue and an epilogue per CTA), the tail's pieces about
+// kTailCostTokens / m of one (their sum pass and short pipelines); each split keeps at least kSplitMinTokens tokens.
+// Measured on an H200 (above, and "dW's last wave" in docs/kernels.md).
+constexpr double kSplitCostTokens = 600.0;
+constexpr double kTailCostTokens = 800.0;
+constexpr int64_t kSplitMinTokens = 1024;
+// The most token splits of a dW: at least kSplitMinTokens each, at most 64.
+int64_t mostSplits(int64_t m) { return std::max<int64_t>(1, std::min<int64_t>(m / kSplitMinTokens, 64)); }
+
 // The model's time of `groups` groups in `splits` token splits, in waves of whole-token groups, each split costing
-// 600/m of a wave times `scale` (1 on wgmma; see ruleSplits).
+// kSplitCostTokens / m of a wave times `scale` (1 on wgmma; see ruleSplits).
 double uniformSplitCost(int64_t groups, int64_t splits, int64_t wave, int64_t m, double scale = 1.0) {
   const double waves = static_cast<double>((groups * splits + wave - 1) / wave);
   return waves / static_cast<double>(splits) +
-         (splits > 1 ? static_cast<double>(splits) * 600.0 * scale / static_cast<double>(m) : 0.0);
+         (splits > 1 ? static_cast<double>(splits) * kSplitCostTokens * scale / static_cast<double>(m) : 0.0);
 }
 
 // Tokens of each of about `splits` splits of m: a multiple of the 64-token step.
@@ -237,7 +247,7 @@ int64_t mmaSplits(int64_t groups, int64_t wave, int64_t m) {
 
 int64_t ruleSplits(TcPath path, DType dtype, const BsrPatternView& pattern, int64_t m, int variant,
                    const DeviceInfo& device) {
-  const int64_t most = std::max<int64_t>(1, std::min<int64_t>(m / 1024, 64));
+  const int64_t most = mostSplits(m);
   // The patch tiles (dev's mma.sync with 8 or 16 warps and wgmma, the addon's kPatchPairTile): one CTA per record, one
   // CTA per SM (their stages fill shared memory).
   const bool pairRecords = variant == tc::kPatchDwTile + 2 || variant == tc::kPatchPairTile;
@@ -281,7 +291,7 @@ TailPlan ruleTail(const BsrPatternView& pattern, int64_t m, int64_t uniformSplit
                                     : std::min<int64_t>(wave / tail, steps / kTailMinSteps);
   if (pieces < 2) return plan;
   if (forced == 0) {
-    const double tailed = static_cast<double>(full / wave) + 1.0 / static_cast<double>(pieces) + 800.0 / static_cast<double>(m);
+    const double tailed = static_cast<double>(full / wave) + 1.0 / static_cast<double>(pieces) + kTailCostTokens / static_cast<double>(m);
     if (tailed >= uniformSplitCost(groups, uniformSplits, wave, m)) return plan;
   }
   plan.fullGroups = full;
@@ -907,7 +917,7 @@ std::vector<TcOptions> tcTuneCandidates(tc::Op op, DType dtype, const BsrPattern
         pattern.patchPairItems > 0 && m >= tc::kPatchPairTuneMinTokens &&
         patchPairTunable(pattern.blockRows, pattern.blockCols, pattern.nnzBlocks))
       out.push_back({path, tc::kPatchPairTile});
-    const int64_t most = std::max<int64_t>(1, std::min<int64_t>(m / 1024, 64));
+    const int64_t most = mostSplits(m);
     std::vector<int64_t> counts{ruleSplits(path, dtype, pattern, m, tc::kDefaultTile, device), 1, 2, 4};
     std::sort(counts.begin(), counts.end());
     counts.erase(std::unique(counts.begin(), counts.end()), counts.end());
