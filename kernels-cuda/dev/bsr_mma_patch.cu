@@ -176,9 +176,9 @@ using PatchWide = PatchTraits<16>;
 
 bool launchPatchDwVariant(DType dtype, const KernelArgs& args, int blockSize, int variant, cudaStream_t stream) {
   if (blockSize != 32 || args.groupList != nullptr || args.clusterSplits > 1 || args.tokensPerSplit <= 0) return false;
-  if (variant == kPatchDwVariant + 2) return launchPatchDwWgmma(dtype, args, stream);
+  if (variant == kPatchDwWgmmaTile) return launchPatchDwWgmma(dtype, args, stream);
   if (args.patchList == nullptr || args.patchItems <= 0) return false;
-  const bool wide = variant == kPatchDwVariant + 1;
+  const bool wide = variant == kPatchDwPairsTile;
   if (dtype == DType::BFloat16)
     return wide ? launchTyped<__nv_bfloat16, PatchWide>(args, stream) : launchTyped<__nv_bfloat16, PatchDefault>(args, stream);
   if (dtype == DType::Float16)

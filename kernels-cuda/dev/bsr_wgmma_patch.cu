@@ -1,4 +1,4 @@
-// dW's patch tile at 32x32 blocks on wgmma (kPatchDwVariant + 2, dev_variants.h; sm_90a), kept for measurement.
+// dW's patch tile at 32x32 blocks on wgmma (kPatchDwWgmmaTile, tc_kernels.h; sm_90a), kept for measurement.
 //
 // The patches of bsr_mma_patch.cu, each record's blocks paired within a column (patch_list.h, appendPatchPairList):
 // a product is one wgmma m64n32k16 per 16 tokens, A the two blocks' dY row slices (MN-major: the descriptor's start at

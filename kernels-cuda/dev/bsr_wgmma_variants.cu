@@ -372,7 +372,7 @@ bool launchTyped(Op op, DType dtype, const KernelArgs& args, int blockSize, int 
 
 bool launchDevVariant(TcPath path, Op op, DType dtype, const KernelArgs& args, int blockSize, int variant, int numSms,
                       cudaStream_t stream) {
-  if (op == Op::Sampled && variant >= kPatchDwVariant && variant <= kPatchDwVariant + 2)
+  if (op == Op::Sampled && variant >= kPatchDwTile && variant <= kPatchDwWgmmaTile)
     return launchPatchDwVariant(dtype, args, blockSize, variant, stream);
   if (path == TcPath::Mma) return launchMmaDevVariant(op, dtype, args, blockSize, variant, stream);
   if (path != TcPath::Wgmma) return false;

@@ -250,8 +250,8 @@ int64_t ruleSplits(TcPath path, DType dtype, const BsrPatternView& pattern, int6
   const int64_t most = mostSplits(m);
   // The patch tiles (dev's mma.sync with 8 or 16 warps and wgmma, the addon's kPatchPairTile): one CTA per record, one
   // CTA per SM (their stages fill shared memory).
-  const bool pairRecords = variant == tc::kPatchDwTile + 2 || variant == tc::kPatchPairTile;
-  if (pairRecords || variant == tc::kPatchDwTile || variant == tc::kPatchDwTile + 1)
+  const bool pairRecords = variant == tc::kPatchDwWgmmaTile || variant == tc::kPatchPairTile;
+  if (pairRecords || variant == tc::kPatchDwTile || variant == tc::kPatchDwPairsTile)
     return wavedSplits(std::max<int64_t>(1, pairRecords ? pattern.patchPairItems : pattern.patchItems),
                        std::max<int64_t>(1, device.sms), m, most);
   const int64_t tileRows = variant == tc::kWideTile || variant == tc::kFeatureMajorDwTile ? 256 : 128;

@@ -99,8 +99,10 @@ struct KernelArgs {
 // (its lines, xResidentGroupLines, times their blocks): below that the slab's copy costs more than it saves
 // (measured on an H200: docs/kernels.md, "X-resident bsrLinear and bsrMatmul").
 // (Numbers 2-5, 8-13, 15, 17, 21, 22 and 25-32 are variants kept for measurement in kernels-cuda/dev/; 14 there at 32x32.)
-// dW at 32x32 blocks: kPatchDwTile (kept in kernels-cuda/dev/; the number here for the split rule), a CTA per patch of
-// W's block rows x block columns (BsrPatternView::patchList), one CTA per SM (two stages of 208 KB in all); and the
+// dW at 32x32 blocks: kPatchDwTile, kPatchDwPairsTile and kPatchDwWgmmaTile (kept in kernels-cuda/dev/: mma.sync with
+// 8 warps of up to 4 blocks or 16 of up to 2, and wgmma over pairs of blocks; the numbers here for the split rule), a
+// CTA per patch of W's block rows x block columns (BsrPatternView::patchList), one CTA per SM (two stages of 208 KB in
+// all); and the
 // addon's kPatchPairTile (bsr_wgmma_patch_dw.cu), the same patches paired within columns on wgmma, fed by bulk tensor
 // copies through a ring of three stages: taken (on the devices of kPatchPairMinBandwidth) from kPatchPairMinTokens tokens at densities
 // above kPatchPairMinDensity and below kPatchPairMaxDensity, where it beat both the other dW tiles and the dense route
@@ -116,6 +118,8 @@ enum TileVariant : int {
   kPingPongTile = 14,
   kFeatureMajorDwTile = 16,
   kPatchDwTile = 30,
+  kPatchDwPairsTile = 31,
+  kPatchDwWgmmaTile = 32,
   kPatchPairTile = 33,
   kPingPong3Tile = 34,
 };
