@@ -5,6 +5,7 @@
 # - bsrLinearActivation (the activation written from the tile's epilogue beside Z): the dispatched route (auto: fused,
 #   or the product then the pass) beside each 64- and 128-wide wgmma tile fused and unfused (kPingPong3ForwardMaxLine,
 #   kPingPong3ForwardMaxLine128, kPingPongForwardMaxLine128, kFusedActivationMinShareOfL2);
+#   and at 128 wide with Z inside half of L2 (inputs kept in L2: a lead for the ping-pong tile fused there);
 # - bsrMatmulActivationBackward (the activation's backward in dX's epilogue): the same for dX (kPingPong3MaxLine,
 #   kPingPongBackwardMaxLine64 and 128);
 # - the captured FFN step with the fused forward as dispatched and with BLOCKSPARSE_CUDA_FUSED_ACTIVATION=0 (the product
@@ -40,6 +41,12 @@ stage memcheck-pingpong-fused 60 compute-sanitizer --tool memcheck --error-exitc
 shapes=1024x4096,768x3072,2048x8192,4096x4096,4096x1024,3072x768,8192x2048
 stage forward 150 "$B" --mode time --ops linear --activation gelu_tanh --paths auto,wgmma --variants 1,7,14,34 \
   --blocks 64,128 --tokens 2048,8192 --shapes "$shapes" --densities 0.5,0.25,0.1
+# The 128-wide fused forward where Z fits in half of L2 (not fused today unless the three-consumer rule takes it): inputs
+# kept in L2 between launches (--sets 1), as the activation pass finds Z in a training step; the ping-pong tile (14)
+# fused beside the product then the pass where pingPongTile128Rule holds (2 or more tiles per SM, lines of 4-16).
+stage forward-128-in-l2 70 "$B" --mode time --sets 1 --ops linear --activation gelu_tanh --paths auto,wgmma \
+  --variants 0,14,34 --blocks 128 --tokens 1024,2048 --shapes 1024x4096,2048x8192,4096x4096,3072x12288,8192x2048,2048x2048 \
+  --densities 0.5,0.25,0.1
 stage dx 150 "$B" --mode time --ops matmul --activation gelu_tanh --paths auto,wgmma --variants 0,1,14,34 \
   --blocks 64,128 --tokens 2048,8192 --shapes "$shapes" --densities 0.5,0.25,0.1
 stage persistent 60 "$B" --mode time --ops linear,matmul --paths auto,wgmma --variants 0,7 --blocks 64 \
