@@ -102,8 +102,7 @@ struct KernelArgs {
 // dW at 32x32 blocks: kPatchDwTile, kPatchDwPairsTile and kPatchDwWgmmaTile (kept in kernels-cuda/dev/: mma.sync with
 // 8 warps of up to 4 blocks or 16 of up to 2, and wgmma over pairs of blocks; the numbers here for the split rule), a
 // CTA per patch of W's block rows x block columns (BsrPatternView::patchList), one CTA per SM (two stages of 208 KB in
-// all); and the
-// addon's kPatchPairTile (bsr_wgmma_patch_dw.cu), the same patches paired within columns on wgmma, fed by bulk tensor
+// all); and the addon's kPatchPairTile (bsr_wgmma_patch_dw.cu), the same patches paired within columns on wgmma, fed by bulk tensor
 // copies through a ring of three stages: taken (on the devices of kPatchPairMinBandwidth) from kPatchPairMinTokens tokens at densities
 // above kPatchPairMinDensity and below kPatchPairMaxDensity, where it beat both the other dW tiles and the dense route
 // on an H200 (docs/kernels.md, "dW's patch tile fed by bulk copies").
