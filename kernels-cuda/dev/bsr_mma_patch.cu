@@ -1,6 +1,6 @@
-// dW's patch tile at 32x32 blocks (kPatchDwVariant, dev_variants.h): mma.sync m16n8k16 on every sm_80+ device. Kept
-// for measurement: on an H200 it moved half the L2 bytes of mma.sync's dW tile at its rate (docs/kernels.md, "dW's
-// patch tile (dev variants 30, 31 and 32)").
+// dW's patch tile at 32x32 blocks (kPatchDwTile and kPatchDwPairsTile, tc_kernels.h): mma.sync m16n8k16 on every
+// sm_80+ device. Kept for measurement: on an H200 it moved half the L2 bytes of mma.sync's dW tile at its rate
+// (docs/kernels.md, "dW's patch tile (dev variants 30, 31 and 32)").
 //
 // A CTA takes one record of the pattern's patch list (patch_list.h, appendPatchList): up to kPatchMaxBlocks stored
 // blocks of a few consecutive block rows x a few consecutive block columns of W. For each 64-token step of its token

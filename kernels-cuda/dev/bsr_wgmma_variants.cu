@@ -15,7 +15,7 @@
 //      kXResidentDirectStoresVariant), the tile the addon ran before (22, kXResidentPreviousVariant), its lines grouped
 //      for two CTAs per SM (25, kXResidentWavesVariant) or one (26) (bsr_wgmma_xr_dev.cu)
 //   27-29 (kXResidentWideVariant): the wide-slab X-resident tile, 4, 5 or 3 lines per consumer (bsr_wgmma_xr_wide.cuh)
-//   dW 30-32 (kPatchDwVariant, on either path): the patch tiles, mma.sync (bsr_mma_patch.cu) and wgmma
+//   dW 30-32 (kPatchDwTile to kPatchDwWgmmaTile, on either path): the patch tiles, mma.sync (bsr_mma_patch.cu) and wgmma
 //      (bsr_wgmma_patch.cu)
 #include "dev_variants.h"
 #include "tc/bsr_wgmma.cuh"

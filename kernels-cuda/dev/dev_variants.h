@@ -51,13 +51,12 @@ bool launchXResidentDevVariant(Op op, DType dtype, const KernelArgs& args, int b
 // dW's patch tile at 32x32 (dev/bsr_mma_patch.cu, mma.sync on every sm_80+ device; either path's options name it): a
 // CTA per record of the pattern's patch list (src/tc/patch_list.h: a few block rows x a few block columns of W), each dY
 // and X slice of a 64-token step loaded once for all of the record's blocks; 8 warps of up to 4 blocks each
-// (kPatchDwVariant, tc_kernels.h's kPatchDwTile for the split rule) or 16 of up to 2 (kPatchDwPairsTile). Measured on an H200
+// (tc_kernels.h's kPatchDwTile) or 16 of up to 2 (kPatchDwPairsTile). Measured on an H200
 // (docs/kernels.md, "dW's patch tile (dev variants 30, 31 and 32)"): fewer L2 bytes than mma.sync's dW tile and the
 // same time, on wgmma too: how each step is fed and drained bounds them, not the traffic.
 // kPatchDwWgmmaTile (dev/bsr_wgmma_patch.cu, sm_90a): the same patches on wgmma, each product m64n32k16 over two
 // blocks of one column (A two of the patch's dY row slices, B the column's X slice; src/tc/patch_list.h's pair records).
 // The same products fed by bulk tensor copies through a ring of mbarrier stages are the addon's tile (kPatchPairTile, 33).
-constexpr int kPatchDwVariant = kPatchDwTile;
 bool launchPatchDwVariant(DType dtype, const KernelArgs& args, int blockSize, int variant, cudaStream_t stream);
 bool launchPatchDwWgmma(DType dtype, const KernelArgs& args, cudaStream_t stream);
 
