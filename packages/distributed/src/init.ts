@@ -10,6 +10,12 @@ export interface InitProcessGroupOptions {
   backend?: "cpu" | "nccl";
   /** How long a rank waits for its peers at the rendezvous and in each collective (default 5 minutes). */
   timeoutMs?: number;
+  /**
+   * How long a rank waits for its peers at the rendezvous alone (default `timeoutMs`), as torchrun's
+   * `join_timeout`: ranks that start minutes apart (a slow node, a large import) need not make every
+   * collective wait as long.
+   */
+  joinTimeoutMs?: number;
   /** The launcher's variables (default: read from process.env with readDistributedEnv). */
   env?: DistributedEnv;
 }
@@ -21,11 +27,12 @@ export interface InitProcessGroupOptions {
  */
 export async function initProcessGroup(options: InitProcessGroupOptions = {}): Promise<ProcessGroup> {
   // Unknown names refused (`timeout` for timeoutMs kept the 5-minute default), as every other package's options.
-  options = optionsArg("initProcessGroup", options, ["backend", "timeoutMs", "env"]);
+  options = optionsArg("initProcessGroup", options, ["backend", "timeoutMs", "joinTimeoutMs", "env"]);
   const backend = options.backend ?? "cpu";
   if (backend !== "cpu" && backend !== "nccl") throw new ValueError(`initProcessGroup: backend must be "cpu" or "nccl", got ${JSON.stringify(backend)}`);
   const env = options.env ?? readDistributedEnv();
   checkDistributedEnv("initProcessGroup", env);
-  if (backend === "nccl") return NcclProcessGroup.create(env, { timeoutMs: options.timeoutMs });
-  return new CpuProcessGroup(await Rendezvous.join(env, { timeoutMs: options.timeoutMs }));
+  const timeouts = { timeoutMs: options.timeoutMs, joinTimeoutMs: options.joinTimeoutMs };
+  if (backend === "nccl") return NcclProcessGroup.create(env, timeouts);
+  return new CpuProcessGroup(await Rendezvous.join(env, timeouts));
 }

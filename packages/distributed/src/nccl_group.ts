@@ -159,7 +159,7 @@ export class NcclProcessGroup implements ProcessGroup {
    * Starts CUDA on device LOCAL_RANK (unless BLOCKSPARSE_CUDA_DEVICE chose one), joins the
    * rendezvous, and creates the communicator.
    */
-  static async create(env: DistributedEnv, options: { timeoutMs?: number } = {}): Promise<NcclProcessGroup> {
+  static async create(env: DistributedEnv, options: { timeoutMs?: number; joinTimeoutMs?: number } = {}): Promise<NcclProcessGroup> {
     // Empty counts as unset, as the cuda backend reads it: every rank would start on device 0 ("Duplicate GPU detected").
     const deviceChosen = process.env.BLOCKSPARSE_CUDA_DEVICE !== undefined && process.env.BLOCKSPARSE_CUDA_DEVICE !== "";
     if (!deviceChosen) process.env.BLOCKSPARSE_CUDA_DEVICE = String(env.localRank);

@@ -81,7 +81,8 @@ export class Rendezvous {
    * Joins the job described by `env`: rank 0 starts the store on MASTER_ADDR:MASTER_PORT (unless
    * the launcher hosts it), every rank connects (a store of another job, `env.jobId`, refuses it:
    * a StoreJobMismatchError), and the ranks check that they agree on the world size and that no
-   * rank number is taken twice. All of it within one `timeoutMs`: past it, a
+   * rank number is taken twice. All of it within one `joinTimeoutMs` (default `timeoutMs`, which
+   * then bounds each wait of the group it returns): past it, a
    * StoreTimeoutError naming what was being waited for. From then on the store knows this
    * connection as this rank's: if it closes before `shutdown`, every rank's waits fail at once
    * with a RankFailedError naming this rank.
@@ -92,12 +93,15 @@ export class Rendezvous {
    * store), so that it may be called again, in this process or a restarted one, and meet the peers
    * still waiting or joining again.
    */
-  static async join(env: DistributedEnv, options: { timeoutMs?: number } = {}): Promise<Rendezvous> {
-    options = optionsArg("Rendezvous.join", options, ["timeoutMs"]);
+  static async join(env: DistributedEnv, options: { timeoutMs?: number; joinTimeoutMs?: number } = {}): Promise<Rendezvous> {
+    options = optionsArg("Rendezvous.join", options, ["timeoutMs", "joinTimeoutMs"]);
     checkDistributedEnv("Rendezvous.join", env);
     const timeoutMs = options.timeoutMs ?? DEFAULT_TIMEOUT_MS;
     if (!(Number.isFinite(timeoutMs) && timeoutMs > 0)) throw new ValueError(`timeoutMs must be a positive number of milliseconds, got ${String(timeoutMs)}`);
-    const wait: StoreTimeout = { timeoutMs, deadline: Date.now() + timeoutMs };
+    // The join alone may wait longer (or shorter) than the group's collectives: ranks start at different times.
+    const joinTimeoutMs = options.joinTimeoutMs ?? timeoutMs;
+    if (!(Number.isFinite(joinTimeoutMs) && joinTimeoutMs > 0)) throw new ValueError(`joinTimeoutMs must be a positive number of milliseconds, got ${String(joinTimeoutMs)}`);
+    const wait: StoreTimeout = { timeoutMs: joinTimeoutMs, deadline: Date.now() + joinTimeoutMs };
     // The store's handshake checks it: a rank that reaches another job's store (one port given to two jobs) fails instead of joining.
     const jobId = env.jobId ?? defaultJobId(env.worldSize);
     // A second join of a rank this process holds (initProcessGroup called twice, the first group not destroyed) was
@@ -148,7 +152,7 @@ export class Rendezvous {
       const givenUp: string[] = [];
       for (;;) {
         const attempt = await store.add(`${keyPrefix}rendezvous/attempt`, 0, { timeoutMs: wait });
-        const probe = new Rendezvous(store, env.rank, env.worldSize, timeoutMs, server, !env.launcherStore, attemptPrefix(keyPrefix, attempt), heldHere, attempt);
+        const probe = new Rendezvous(store, env.rank, env.worldSize, joinTimeoutMs, server, !env.launcherStore, attemptPrefix(keyPrefix, attempt), heldHere, attempt);
         const outcome = await probe.#attempt(keyPrefix, joins, wait, givenUp);
         if (outcome.formed) return new Rendezvous(store, env.rank, env.worldSize, timeoutMs, server, !env.launcherStore, keyPrefix, heldHere, attempt);
         // A peer's join failed: this rank's own timeout still runs, and the peer (or the rank that replaces it) may join again.
@@ -156,7 +160,7 @@ export class Rendezvous {
       }
     } catch (error) {
       // Given back as one batch within one short wait: this rank's own timeout may have passed.
-      const grace = Math.min(timeoutMs, GIVE_BACK_MS);
+      const grace = Math.min(joinTimeoutMs, GIVE_BACK_MS);
       const giveBack: StoreTimeout = { timeoutMs: grace, deadline: Date.now() + grace };
       const returned = await Promise.allSettled([
         taken.joinCount ? store.add(`rendezvous/joins/${env.rank}`, -1, { timeoutMs: giveBack }) : null,

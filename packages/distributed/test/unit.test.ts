@@ -348,6 +348,29 @@ describe("timeouts: every wait of a connect or rendezvous ends with the caller's
     await expect(within(alone, 1500)).rejects.toThrow(/^Rendezvous\.join: rank 1 of WORLD_SIZE=4 waited 0\.3 s for the other ranks to join: store get 'rendezvous\/world\/0': no rank set it within 0\.3 s \(still waiting for ranks 0, 2, 3\)/);
   });
 
+  it("joinTimeoutMs bounds the join alone: a peer that never joins fails it then, and the group formed after a long join waits timeoutMs in its collectives", async () => {
+    const server = await TcpStoreServer.listen("127.0.0.1", 0);
+    cleanups.push(() => server.close());
+    const env = (rank: number) => ({ rank, worldSize: 2, localRank: rank, localWorldSize: 2, masterAddr: "127.0.0.1", masterPort: server.port, launcherStore: true });
+    const alone = Rendezvous.join(env(0), { timeoutMs: 60_000, joinTimeoutMs: 300 });
+    await expect(within(alone, 1500)).rejects.toThrow(/^Rendezvous\.join: rank 0 of WORLD_SIZE=2 waited 0\.3 s for the other ranks to join: store get 'rendezvous\/world\/1': no rank set it within 0\.3 s/);
+    // Rank 1 comes a second later than rank 0, inside its join timeout but past the collectives' one.
+    const early = Rendezvous.join(env(0), { timeoutMs: 300, joinTimeoutMs: 20_000 });
+    await new Promise((done) => setTimeout(done, 1000));
+    const rendezvous = await Promise.all([early, Rendezvous.join(env(1), { timeoutMs: 300, joinTimeoutMs: 20_000 })]);
+    cleanups.push(() => Promise.all(rendezvous.map((r) => r.close())).then(() => undefined));
+    expect(rendezvous.map((r) => r.timeoutMs)).toEqual([300, 300]);
+    const [zero, one] = rendezvous.map((r) => new CpuProcessGroup(r));
+    const values = [tensor([1, 2]), tensor([3, 4])];
+    await Promise.all([zero.allReduce(values[0]), one.allReduce(values[1])]);
+    expect(Array.from(values[0].dataSync())).toEqual([4, 6]);
+    // Rank 1 never calls: rank 0's collective fails after timeoutMs, not the join's 20 s.
+    const started = Date.now();
+    await expect(within(zero.allReduce(tensor([1])), 5000)).rejects.toThrow(/^allReduce \(float32 \[1\], sum\), collective #1 of rank 0: store get 'cpu\/1\/1': no rank set it within 0\.3 s/);
+    expect(Date.now() - started).toBeLessThan(5000);
+    await expect(Rendezvous.join(env(0), { joinTimeoutMs: 0 })).rejects.toThrow(/joinTimeoutMs must be a positive number of milliseconds, got 0/);
+  });
+
   it("the store's requests take a timeout too: set and add fail with a StoreTimeoutError when the store does not answer", async () => {
     const port = await peerServer((socket, frame) => frame.header.op === "hello" && send(socket, { id: frame.header.id, ok: true, protocol: STORE_PROTOCOL_VERSION }));
     const store = await TcpStore.connect("127.0.0.1", port, { timeoutMs: 2000 });
@@ -457,7 +480,7 @@ describe("CpuProcessGroup arguments", () => {
 
 describe("options", () => {
   it("refuse names they do not take, as every package's options (a misspelt timeout kept the 5-minute default)", async () => {
-    await expect(initProcessGroup({ backend: "cpu", timeout: 1000 } as never)).rejects.toThrow(/initProcessGroup: unknown option 'timeout'; the options are backend, timeoutMs, env/);
+    await expect(initProcessGroup({ backend: "cpu", timeout: 1000 } as never)).rejects.toThrow(/initProcessGroup: unknown option 'timeout'; the options are backend, timeoutMs, joinTimeoutMs, env/);
     expect(() => TcpStoreServer.listen("127.0.0.1", 0, { job: "a" } as never)).toThrow(/TcpStoreServer.listen: unknown option 'job'; the options are jobId/);
     await expect(TcpStore.connect("127.0.0.1", 1, { timeout: 5 } as never)).rejects.toThrow(/TcpStore.connect: unknown option 'timeout'/);
     const env = { rank: 0, worldSize: 1, localRank: 0, localWorldSize: 1, masterAddr: "127.0.0.1", masterPort: 1, launcherStore: true };
