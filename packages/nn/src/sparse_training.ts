@@ -417,25 +417,36 @@ export class SparseOptimizer {
     }
     const gradients = this.regrow === "gradient" && loss ? recordLayerGradients(this.#target, layers, loss) : new Map<BlockSparseLinear, LayerGradient[]>();
     try {
-      for (const layer of layers) {
-        moves.set(
-          layer,
-          pruneAndRegrow(layer, {
-            fraction,
-            random,
-            newBlocks: this.newBlocks,
-            scale: this.scale,
-            optimizer: this.#optimizers.length > 0 ? this.#optimizers : undefined,
-            regrow: this.regrow,
-            gradient: gradients.get(layer),
-          }),
-        );
+      // Layers sharing one weight (tied by the model, kept tied by the patcher) share its pattern: it moves once, regrown
+      // by the tied weight's gradient (the sum of every layer's dy^T x), and each of them reports that move.
+      for (const tied of tiedGroups(layers)) {
+        const move = pruneAndRegrow(tied[0], {
+          fraction,
+          random,
+          newBlocks: this.newBlocks,
+          scale: this.scale,
+          optimizer: this.#optimizers.length > 0 ? this.#optimizers : undefined,
+          regrow: this.regrow,
+          gradient: gradients.size > 0 ? tied.flatMap((layer) => gradients.get(layer) ?? []) : undefined,
+        });
+        for (const layer of tied) moves.set(layer, move);
       }
     } finally {
       for (const pairs of gradients.values()) disposeGradients(pairs);
     }
     return moves;
   }
+}
+
+/** The layers grouped by their weight Parameter, in the order of each group's first layer. */
+function tiedGroups(layers: readonly BlockSparseLinear[]): BlockSparseLinear[][] {
+  const groups = new Map<unknown, BlockSparseLinear[]>();
+  for (const layer of layers) {
+    const group = groups.get(layer.weight);
+    if (group) group.push(layer);
+    else groups.set(layer.weight, [layer]);
+  }
+  return [...groups.values()];
 }
 
 /**
@@ -507,7 +518,9 @@ function recordLayerGradients(owner: Module | readonly BlockSparseLinear[], laye
     }
     out.set(layer, gradients);
   }
-  const unused = layers.filter((layer) => out.get(layer)?.length === 0);
+  // A layer the loss did not call is fine where another layer tied to its weight was called: that weight's gradient is theirs.
+  const called = new Set(layers.filter((layer) => (out.get(layer)?.length ?? 0) > 0).map((layer) => layer.weight));
+  const unused = layers.filter((layer) => !called.has(layer.weight));
   if (unused.length > 0) {
     for (const pairs of out.values()) disposeGradients(pairs);
     const names = owner instanceof Module ? new Map(owner.namedModules().map(([name, m]) => [m, name])) : new Map();

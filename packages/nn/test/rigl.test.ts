@@ -170,6 +170,47 @@ describe("SparseOptimizer with regrow 'gradient'", () => {
     expect(model.parameters().every((p) => p.requiresGrad)).toBe(true);
   });
 
+  it("moves a weight tied between two layers once, grown where the tied weight's gradient (both layers' dy^T x summed) is largest", () => {
+    const fc1 = new BlockSparseLinear(16, 16, { density: 0.5, blockShape: [4, 4], seed: 40 });
+    const fc2 = new BlockSparseLinear(16, 16, { density: 0.5, blockShape: [4, 4], seed: 41 });
+    // As the patcher keeps a tied weight: one Parameter (values and pattern) in both layers; the biases stay apart.
+    fc2.registerParameter("weight", fc1.weight);
+    const model = new TwoLayer(fc1, fc2);
+    const { x, y } = syntheticClassification(12, 16, 16, 42);
+    const loss = () => crossEntropy(model.forward(x), y);
+    // The dense twin: one Linear holding the tied weight, used twice, so its gradient is the sum over both uses.
+    const shared = new Linear(16, 16);
+    shared.weight.value = fc1.toDense();
+    const bias2 = new Linear(16, 16);
+    bias2.registerParameter("weight", shared.weight);
+    shared.bias!.value = tensor(Float32Array.from(fc1.bias!.value.dataSync()), [16]);
+    bias2.bias!.value = tensor(Float32Array.from(fc2.bias!.value.dataSync()), [16]);
+    const twin = new TwoLayer(shared, bias2);
+    tidy(() => backward(crossEntropy(twin.forward(x), y)));
+    const grad = host(shared.weight.grad!);
+    const norms = new Array(16).fill(0);
+    for (let o = 0; o < 16; o++) for (let i = 0; i < 16; i++) norms[Math.floor(o / 4) * 4 + Math.floor(i / 4)] += grad[o * 16 + i] ** 2;
+    const held = Array.from(fc1.pattern.blockMask()).flatMap((b, flat) => (b ? [flat] : []));
+    const expected = topAbsent(norms.map(Math.sqrt), held, 4);
+
+    const optimizer = new Adam(model.parameters(), { lr: 0.01 });
+    const sparse = new SparseOptimizer(model, { fraction: 0.5, regrow: "gradient", every: 1 }).attachOptimizer(optimizer);
+    const moves = sparse.step(loss);
+    // One move, reported for both layers; moved twice, the second would prune blocks the first had just grown.
+    expect(moves.get(fc1)).toBe(moves.get(fc2));
+    expect(moves.get(fc1)!.pruned.length).toBe(4);
+    expect(Array.from(moves.get(fc1)!.regrown)).toEqual(expected);
+    expect(fc2.weight).toBe(fc1.weight);
+    expect(fc1.nnzBlocks).toBe(8);
+    const grown = Array.from(fc1.pattern.blockMask()).flatMap((b, flat) => (b ? [flat] : []));
+    for (const flat of expected) expect(grown).toContain(flat);
+    // A closure calling only one of the tied layers still regrows the weight (by that layer's gradient).
+    const onlyFirst = new SparseOptimizer(model, { fraction: 0.25, regrow: "gradient", every: 1 }).attachOptimizer(optimizer);
+    expect(onlyFirst.step(() => mean(sum(relu(fc1.forward(x)))))
+      .get(fc2)!.pruned.length).toBe(2);
+    optimizer.dispose();
+  });
+
   it("trains a model down while the patterns move by gradient", () => {
     const fc1 = new BlockSparseLinear(16, 32, { density: 0.25, blockShape: [4, 4], seed: 30 });
     const fc2 = new BlockSparseLinear(32, 4, { density: 0.5, blockShape: [4, 4], seed: 31 });
