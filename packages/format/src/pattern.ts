@@ -358,6 +358,10 @@ function toInt32Indices(values: ArrayLike<number>, field: string): Int32Array {
   if (typeof values !== "object" || !(values?.length >= 0)) {
     throw new BsrFormatError(field, `expected an array of integers, got ${String(values)}`);
   }
+  // An array-like's length past int32 (2^40, Infinity) threw a bare RangeError from the Int32Array: no int32 index has that many entries.
+  if (!Number.isInteger(values.length) || values.length >= 2 ** 31) {
+    throw new BsrFormatError(field, `expected an array of at most 2^31 - 1 int32 indices, got length ${String(values.length)}`);
+  }
   if (values instanceof Int32Array) return values.slice();
   const out = new Int32Array(values.length);
   for (let i = 0; i < values.length; i++) {

@@ -179,7 +179,7 @@ async function resolveCheckpoint(path: string): Promise<{ kind: "file" | "index"
  * sizes, tied storage once, a bool as 1/8 byte, so it may be fractional) and transformers does
  * not read it, so it is not compared with the shards.
  */
-function parseIndex(bytes: Uint8Array, path: string): Map<string, string> {
+function parseIndex(bytes: Uint8Array, path: string): { weightMap: Map<string, string>; metadata: Record<string, string> } {
   let parsed: unknown;
   let text: string;
   try {
@@ -203,12 +203,16 @@ function parseIndex(bytes: Uint8Array, path: string): Map<string, string> {
   if (!isObject(parsed) || !isObject(parsed.weight_map)) {
     throw new BsrFormatError("weight_map", `${path} must be an object with a weight_map of tensor name to shard file`);
   }
+  // The index's own text entries (a checkpoint with no tensors keeps its metadata here, having no shard to hold it);
+  // numbers such as total_size and transformers' total_parameters describe the files, not the model.
+  const metadata: Record<string, string> = Object.create(null);
   if (parsed.metadata !== undefined) {
     if (!isObject(parsed.metadata)) throw new BsrFormatError("metadata", `${path}: expected an object`);
     const declared = parsed.metadata.total_size;
     if (declared !== undefined && (typeof declared !== "number" || !(declared >= 0))) {
       throw new BsrFormatError("metadata.total_size", `${path}: expected a non-negative number, got ${quoted(declared)}`);
     }
+    for (const [key, value] of Object.entries(parsed.metadata)) if (typeof value === "string") metadata[key] = value;
   }
   const weightMap = new Map<string, string>();
   for (const [name, file] of Object.entries(parsed.weight_map)) {
@@ -218,15 +222,16 @@ function parseIndex(bytes: Uint8Array, path: string): Map<string, string> {
     }
     weightMap.set(name, file);
   }
-  return weightMap;
+  return { weightMap, metadata };
 }
 
 /** Reads a sharded checkpoint: every shard named by the index, checked against it. */
 async function readShardedSafetensors(indexPath: string): Promise<SafetensorsContent> {
-  const weightMap = parseIndex(await readSmallFile(indexPath, MAX_INDEX_BYTES, "index"), indexPath);
+  const { weightMap, metadata: indexMetadata } = parseIndex(await readSmallFile(indexPath, MAX_INDEX_BYTES, "index"), indexPath);
   const shards = [...new Set(weightMap.values())];
   const tensors = new Map<string, SafetensorsTensor>();
   const metadata: Record<string, string> = Object.create(null);
+  for (const [key, value] of Object.entries(indexMetadata)) metadata[key] = value;
   // Every shard's header first: a tensor too large to hold fails before other shards' gigabytes are read.
   for (const shard of shards) await checkSafetensorsHeader(join(dirname(indexPath), shard));
   for (const shard of shards) {
@@ -242,7 +247,8 @@ async function readShardedSafetensors(indexPath: string): Promise<SafetensorsCon
     }
     for (const [key, value] of Object.entries(content.metadata)) {
       if (key in metadata && metadata[key] !== value) {
-        throw new BsrFormatError(`__metadata__.${key}`, `${shardPath} says ${JSON.stringify(value)}, another shard ${JSON.stringify(metadata[key])}`);
+        const other = key in indexMetadata ? `the index ${JSON.stringify(indexMetadata[key])}` : `another shard ${JSON.stringify(metadata[key])}`;
+        throw new BsrFormatError(`__metadata__.${key}`, `${shardPath} says ${JSON.stringify(value)}, ${other}`);
       }
       metadata[key] = value;
     }
@@ -365,7 +371,9 @@ export async function saveShardedSafetensors(
     totalSize += group.bytes;
   }
   const index = join(directory, `${prefix}${SHARD_INDEX_SUFFIX}`);
-  const indexJson = JSON.stringify({ metadata: { total_size: totalSize }, weight_map: weightMap }, null, 2);
+  // Without tensors the index names no shard, so a reader would not open the one written: the metadata goes in the index.
+  const indexMetadata = content.tensors.size === 0 ? { ...metadata, total_size: totalSize } : { total_size: totalSize };
+  const indexJson = JSON.stringify({ metadata: indexMetadata, weight_map: weightMap }, null, 2);
   await writeBytesAtomically(index, new TextEncoder().encode(`${indexJson}\n`));
   await removeOtherShards(directory, prefix, new Set(shards.map((path) => basename(path))));
   // Removed last: until the new index is written, the old single file is the folder's checkpoint.

@@ -184,16 +184,17 @@ const tensorInfoSchema = z.object(
 
 
 function elementCount(shape: readonly number[], field: string): number {
-  let count = 1;
+  // Exact (a float product rounds 2^64 - 1 up to 2^64): the reference reader multiplies the dimensions in order as
+  // 64-bit integers, and refuses one that overflows, a 0 after it too.
+  let count = 1n;
   for (const dim of shape) {
-    count *= dim;
-    // The reference reader multiplies the dimensions in order as 64-bit integers: one that overflows is refused, a 0 after it too.
-    if (count >= 2 ** 64) {
+    count *= BigInt(dim);
+    if (count >= 2n ** 64n) {
       throw new BsrFormatError(field, `shape ${JSON.stringify(shape)} overflows 64 bits as its dimensions multiply, which the reference safetensors reader refuses`);
     }
   }
-  if (!Number.isSafeInteger(count)) throw new BsrFormatError(field, `shape ${JSON.stringify(shape)} is too large`);
-  return count;
+  if (count > BigInt(Number.MAX_SAFE_INTEGER)) throw new BsrFormatError(field, `shape ${JSON.stringify(shape)} is too large`);
+  return Number(count);
 }
 
 /** The [name, value] pairs of a Map or an object of name to value; anything else is a BsrFormatError on `field`. */
@@ -204,7 +205,8 @@ export function entriesOf<T>(values: Map<string, T> | Record<string, T>, field =
 }
 
 function checkTensor(name: string, tensor: SafetensorsTensor): void {
-  if (name === "" || name === METADATA_KEY) {
+  // "" names a tensor as far as the reference reader goes (and a file holding one decodes here): only the metadata's key is taken.
+  if (name === METADATA_KEY) {
     throw new BsrFormatError("tensors", `${JSON.stringify(name)} cannot name a tensor`);
   }
   if (tensor === null || typeof tensor !== "object") throw new BsrFormatError(name, "expected { dtype, shape, data }");
@@ -314,15 +316,16 @@ export function encodeSafetensorsHeader(
     refuseLoneSurrogate(value, `metadata.${key}`, "the value");
   }
   ordered.sort(([nameA, a], [nameB, b]) => DTYPE_RANK.get(b.dtype)! - DTYPE_RANK.get(a.dtype)! || compareCodePoints(nameA, nameB));
-  // A null-prototype object keeps a tensor named "__proto__" as an own key.
-  const headerObject: Record<string, unknown> = Object.create(null);
-  if (Object.keys(checkedMetadata).length > 0) headerObject[METADATA_KEY] = checkedMetadata;
+  // The JSON is written entry by entry, in the data's order after __metadata__ as the reference writer does: an object
+  // would list integer-like names ("0", "1": a ParameterList's) first, whatever their order.
+  const entries: string[] = [];
+  if (Object.keys(checkedMetadata).length > 0) entries.push(`${JSON.stringify(METADATA_KEY)}:${JSON.stringify(checkedMetadata)}`);
   let offset = 0;
   for (const [name, tensor] of ordered) {
-    headerObject[name] = { dtype: tensor.dtype, shape: tensor.shape, data_offsets: [offset, offset + tensor.data.byteLength] };
+    entries.push(`${JSON.stringify(name)}:${JSON.stringify({ dtype: tensor.dtype, shape: tensor.shape, data_offsets: [offset, offset + tensor.data.byteLength] })}`);
     offset += tensor.data.byteLength;
   }
-  const json = new TextEncoder().encode(JSON.stringify(headerObject));
+  const json = new TextEncoder().encode(`{${entries.join(",")}}`);
   const headerLength = Math.ceil(json.length / 8) * 8;
   if (headerLength > MAX_HEADER_BYTES) {
     throw new BsrFormatError("header", `the header would be ${headerLength} bytes, more than the ${MAX_HEADER_BYTES} allowed`);

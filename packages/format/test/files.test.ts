@@ -303,6 +303,17 @@ describe("sharded checkpoints", () => {
     }
   });
 
+  it("a checkpoint with no tensors keeps its metadata: in the index, which names no shard to read it from", async () => {
+    const dir = await freshDir();
+    const { index } = await saveShardedSafetensors(dir, {}, { note: "keep me" }, { maxShardSize: 10 });
+    expect(JSON.parse(await readFile(index, "utf8")).metadata).toEqual({ note: "keep me", total_size: 0 });
+    for (const from of [dir, index]) {
+      const loaded = await loadSafetensors(from);
+      expect(loaded.tensors.size).toBe(0);
+      expect({ ...loaded.metadata }).toEqual({ note: "keep me" });
+    }
+  });
+
   it("a later save with fewer shards removes the old ones", async () => {
     const dir = await freshDir();
     await saveShardedSafetensors(dir, many(), {}, { maxShardSize: 40 });

@@ -175,6 +175,8 @@ describe("BsrPattern validation names the field and position", () => {
   it("refuses an array-like whose length is not a count, where NaN read as an empty pattern and -1 threw a RangeError", () => {
     expectFormatError(make([0, 0, 0, 0], { length: Number.NaN }), "blockColIdx");
     expectFormatError(make([0, 0, 0, 0], { length: -1 }), "blockColIdx");
+    // Lengths past int32 threw a bare RangeError from the Int32Array they sized.
+    for (const length of [2 ** 40, Number.POSITIVE_INFINITY, 1.5]) expectFormatError(make([0, 0, 0, 0], { length }), "blockColIdx");
     expect(make([0, 1, 1, 1], { length: 1, 0: 2 })().blockColIdx).toEqual(Int32Array.of(2));
   });
   it("validate() finds arrays written into after construction", () => {

@@ -84,6 +84,25 @@ describe("encodeSafetensors", () => {
     expect(Buffer.from(encodeSafetensors(tensors, { "w.shape": "1,4" })).toString("hex")).toBe(PYTHON_LAYOUT_HEX);
   });
 
+  it("writes __metadata__ first, then the tensors in the data's order, also names that are integers (a ParameterList's '0', '1')", () => {
+    const tensors = new Map<string, SafetensorsTensor>([
+      ["b", { dtype: "F32", shape: [1], data: Float32Array.from([1]) }],
+      ["1", { dtype: "I8", shape: [2], data: Int8Array.from([1, 2]) }],
+      ["0", { dtype: "F32", shape: [1], data: Float32Array.from([2]) }],
+    ]);
+    // A JavaScript object lists integer-like keys first, in numeric order: the header read {"0":..,"1":..,"__metadata__":..,"b":..}.
+    const expected =
+      '{"__metadata__":{"k":"v"},"0":{"dtype":"F32","shape":[1],"data_offsets":[0,4]},"b":{"dtype":"F32","shape":[1],"data_offsets":[4,8]},"1":{"dtype":"I8","shape":[2],"data_offsets":[8,10]}}';
+    const file = encodeSafetensors(tensors, { k: "v" });
+    const headerText = (bytes: Uint8Array) => new TextDecoder().decode(bytes.subarray(8, 8 + Number(new DataView(bytes.buffer, bytes.byteOffset).getBigUint64(0, true)))).trimEnd();
+    expect(headerText(file)).toBe(expected);
+    const decoded = decodeSafetensors(file);
+    expect(Buffer.from(encodeSafetensors(decoded.tensors, decoded.metadata)).equals(Buffer.from(file))).toBe(true);
+    // "" names a tensor for the reference reader, and a file holding one decodes: it is written back too.
+    const empty = decodeSafetensors(encodeSafetensors({ "": { dtype: "U8", shape: [1], data: Uint8Array.from([7]) } }));
+    expect(empty.tensors.get("")!.data).toEqual(Uint8Array.from([7]));
+  });
+
   it("refuses a tensor name or metadata text holding a lone surrogate, which the reference reader refuses, naming it", () => {
     const tensor: SafetensorsTensor = { dtype: "F32", shape: [1], data: Float32Array.from([1]) };
     // JSON.stringify wrote these as `\ud800` escapes: the file read back here, but the Rust reader refused the header.
@@ -325,8 +344,9 @@ describe("decodeSafetensors", () => {
     const error = thrown(() => encodeSafetensors({ w: { dtype: "U8", shape, data: new Uint8Array(0) } }));
     expect(error).toBeInstanceOf(BsrFormatError);
     expect(error.message).toMatch(/^w\.shape: shape \[4294967296,4294967296,0\] overflows 64 bits/);
-    // An empty tensor whose other dimensions stay in range is fine, either way round.
-    for (const empty of [[0, 2 ** 32, 2 ** 31], [2 ** 31, 2 ** 32, 0]]) {
+    // An empty tensor whose other dimensions stay in range is fine, either way round; 2^64 - 1 is in range (as a float
+    // product it rounded up to 2^64 and was refused).
+    for (const empty of [[0, 2 ** 32, 2 ** 31], [2 ** 31, 2 ** 32, 0], [4294967297, 4294967295, 0]]) {
       const decoded = decodeSafetensors(encodeSafetensors({ w: { dtype: "F32", shape: empty, data: new Float32Array(0) } }));
       expect(decoded.tensors.get("w")!.shape).toEqual(empty);
     }
