@@ -199,6 +199,8 @@ export class Engine {
 
   /** The started backend of that name, starting it if needed. Throws BackendError if it cannot start. */
   backendInstance(name: string): Backend {
+    // A symbol (or another non-string) failed as a bare TypeError while the message below was built.
+    if (typeof name !== "string") throw new BackendError(`a backend name must be a string, got ${formatArg(name)}`);
     const existing = this.instances.get(name);
     if (existing) return existing;
     const registration = this.registry.get(name);

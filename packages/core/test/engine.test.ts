@@ -85,6 +85,13 @@ describe("backend registry", () => {
     expect(registerBackend("toy", () => new ToyBackend("toy"), 3)).toBe(false);
     expect(warn).toHaveBeenCalledTimes(1);
     expect(() => setBackend("nope")).toThrow(/Backend 'nope' is not registered \(registered: toy, js\)/);
+    // A symbol failed as a bare TypeError while the message was built.
+    const one = ones([1]);
+    for (const name of [Symbol("s"), 42, null]) {
+      expect(() => setBackend(name as never)).toThrow(BackendError);
+      expect(() => one.to(name as never)).toThrow(/a backend name must be a string, got /);
+    }
+    one.dispose();
   });
 
   it("refuses a name, factory or priority of the wrong kind when registering, with a ValueError naming it", () => {

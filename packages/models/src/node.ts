@@ -325,6 +325,55 @@ function withHuggingFaceSplits(preTokenizer: PreTokenizer | null): PreTokenizer 
   return preTokenizer;
 }
 
+/** A word character as the Rust regex crate's Unicode `\w`, which Hugging Face's added tokens test for `single_word`. */
+const WORD_CHARACTER = /[\p{Alphabetic}\p{M}\p{Nd}\p{Pc}\p{Join_Control}]/u;
+
+/** The last character of `text` (a surrogate pair whole). */
+const lastCharacter = (text: string) => [...text].at(-1) ?? "";
+
+/** The library's trie of added-token contents (DictionarySplitter's): a node per UTF-16 unit, `end` where a content ends. */
+interface TrieNode {
+  [unit: string]: TrieNode | string | undefined;
+  end?: string;
+}
+
+/**
+ * The library's added-token splitter with Hugging Face's `single_word`: a token so marked matches only where neither
+ * side touches a word character (`cat` stays inside "concatenate"). As Hugging Face's leftmost-longest scan, a match
+ * refused so is passed over whole, and the text it covered stays the plain text's.
+ */
+function wholeWordSplit(trie: TrieNode, singleWord: (content: string) => boolean, text: string): string[] {
+  const result: string[] = [];
+  let start = 0;
+  let i = 0;
+  while (i < text.length) {
+    let node: TrieNode | undefined = trie;
+    let match: string | null = null;
+    for (let j = i; j < text.length; j++) {
+      node = node[text[j]] as TrieNode | undefined;
+      if (node === undefined) break;
+      if (node.end !== undefined) match = node.end;
+    }
+    if (match === null) {
+      i++;
+      continue;
+    }
+    const end = i + match.length;
+    const before = i > 0 && WORD_CHARACTER.test(lastCharacter(text.slice(Math.max(0, i - 2), i)));
+    const after = end < text.length && WORD_CHARACTER.test(String.fromCodePoint(text.codePointAt(end) as number));
+    if (singleWord(match) && (before || after)) {
+      i = end;
+      continue;
+    }
+    if (i > start) result.push(text.slice(start, i));
+    result.push(match);
+    i = end;
+    start = end;
+  }
+  if (start < text.length) result.push(text.slice(start));
+  return result;
+}
+
 /** encode's and decode's options: the library's, named as transformers' keyword arguments. */
 const ENCODE_OPTIONS: readonly string[] = ["text_pair", "add_special_tokens", "return_token_type_ids"];
 const DECODE_OPTIONS: readonly string[] = ["skip_special_tokens", "clean_up_tokenization_spaces"];
@@ -382,6 +431,35 @@ class PretrainedTokenizer extends Tokenizer {
     this.pre_tokenizer = withHuggingFaceSplits(this.pre_tokenizer);
     this.#typesAllZero = isRobertaProcessing(tokenizer.post_processor);
     this.#concatenatesPairs = concatenatesPairs(tokenizer.post_processor);
+    // The library reads no added token's single_word: "cat" so marked was cut out of "concatenate".
+    const library = this as unknown as {
+      added_tokens_map: Map<string, { single_word?: boolean }>;
+      splitter_unnormalized: { trie: TrieNode; split(text: string): string[] };
+      splitter_normalized: { trie: TrieNode; split(text: string): string[] };
+    };
+    if ([...library.added_tokens_map.values()].some((token) => token.single_word)) {
+      const singleWord = (content: string) => library.added_tokens_map.get(content)?.single_word === true;
+      for (const splitter of [library.splitter_unnormalized, library.splitter_normalized]) {
+        splitter.split = (text: string) => wholeWordSplit(splitter.trie, singleWord, text);
+      }
+      // Such a token's text left inside a word reaches the model, which must not know it unless its vocabulary does (as
+      // Hugging Face's added vocabulary stays out of the model's): the library had put every added token in the model's.
+      const model = (this as unknown as { model: { tokens_to_ids: Map<string, number> } }).model;
+      const vocab = isRecord(tokenizer.model) && isRecord(tokenizer.model.vocab) ? tokenizer.model.vocab : null;
+      for (const [content, token] of library.added_tokens_map) {
+        if (token.single_word && vocab !== null && !Object.hasOwn(vocab, content)) {
+          this.#addedOnly.set(content, model.tokens_to_ids.get(content) as number);
+          model.tokens_to_ids.delete(content);
+        }
+      }
+    }
+  }
+
+  /** Added single_word tokens kept out of the model's vocabulary: still tokens of the tokenizer's. */
+  readonly #addedOnly = new Map<string, number>();
+
+  override token_to_id(token: string): number | undefined {
+    return this.#addedOnly.get(token) ?? super.token_to_id(token);
   }
 
   override encode(text: string, options: EncodeOptions & { return_token_type_ids: true }): Encoding & { token_type_ids: number[] };
@@ -392,18 +470,33 @@ class PretrainedTokenizer extends Tokenizer {
     const pair = options?.text_pair;
     if (pair != null) checkText("text_pair", pair);
     if (!this.#concatenatesPairs) {
-      const encoding = super.encode(text, options ?? {});
+      const encoding = this.#known(super.encode(text, options ?? {}));
       if (this.#typesAllZero) encoding.token_type_ids?.fill(0);
       return encoding;
     }
     // "" is no pair, as transformers' fast tokenizers take it.
-    const parts = [text, ...(pair ? [pair] : [])].map((part) => super.encode(part, { ...options, text_pair: null }));
+    const parts = [text, ...(pair ? [pair] : [])].map((part) => this.#known(super.encode(part, { ...options, text_pair: null })));
     const encoding: Encoding = {
       ids: parts.flatMap((part) => part.ids),
       tokens: parts.flatMap((part) => part.tokens),
       attention_mask: parts.flatMap((part) => part.attention_mask),
     };
     if (options?.return_token_type_ids) encoding.token_type_ids = parts.flatMap((part, type) => part.ids.map(() => type));
+    return encoding;
+  }
+
+  /**
+   * `encoding`, refused where a token has no id: one the vocabulary lacks, in a tokenizer whose unknown token is not in it
+   * either, had the id null (0 once in an Int32Array), where Hugging Face's tokenizers fail ("Missing [UNK] token from
+   * the vocabulary").
+   */
+  #known(encoding: Encoding): Encoding {
+    const at = encoding.ids.findIndex((id) => !Number.isInteger(id));
+    if (at >= 0) {
+      const unk = (this as unknown as { model: { unk_token?: unknown } }).model.unk_token;
+      const why = typeof unk === "string" ? `its unknown token ${JSON.stringify(unk)} is not in the vocabulary either` : "it has no unknown token";
+      throw new ConfigError(`Tokenizer.encode: the token ${JSON.stringify(encoding.tokens[at])} (at ${at}) is not in the vocabulary, and ${why}: the tokenizer.json cannot encode this text`);
+    }
     return encoding;
   }
 
@@ -455,6 +548,13 @@ export async function loadTokenizer(dir: string): Promise<Tokenizer & { decode(t
   // The library cleans up when the config says nothing (or null), which transformers does not.
   const config = await read("tokenizer_config.json", false);
   config.clean_up_tokenization_spaces ??= false;
+  // Hugging Face's tokenizers refuse a WordPiece model missing any of these ("missing field"); the library read a missing
+  // continuing_subword_prefix as the text "undefined" before each piece.
+  const model = tokenizer.model;
+  if (isRecord(model) && model.type === "WordPiece") {
+    const missing = ["unk_token", "continuing_subword_prefix", "max_input_chars_per_word", "vocab"].filter((field) => model[field] === undefined || model[field] === null);
+    if (missing.length > 0) throw new ConfigError(`loadTokenizer: ${join(dir, "tokenizer.json")}'s WordPiece model has no ${missing.join(", ")}, which Hugging Face's tokenizers require`);
+  }
   try {
     return new PretrainedTokenizer(tokenizer, config);
   } catch (error) {

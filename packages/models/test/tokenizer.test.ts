@@ -172,6 +172,53 @@ describe("loadTokenizer", () => {
     expect(tokenizer.decode([2, 5, 15, 6, 14, 3], { skip_special_tokens: true })).toBe("hello, world!");
   });
 
+  it("an added token marked single_word matches only between non-word characters, as Hugging Face's (it was cut out of words)", async () => {
+    const tokenizer = wordPieceTokenizer() as { added_tokens: unknown[] };
+    tokenizer.added_tokens.push({ id: 17, content: "foo", single_word: true, lstrip: false, rstrip: false, normalized: false, special: false });
+    const loaded = await loadTokenizer(await writtenTokenizer(tokenizer));
+    expect(loaded.encode("hello foo").tokens).toEqual(["[CLS]", "hello", "foo", "[SEP]"]);
+    expect(loaded.encode("hello,foo!").tokens).toEqual(["[CLS]", "hello", ",", "foo", "!", "[SEP]"]);
+    expect(loaded.encode("foo").ids).toEqual([2, 17, 3]);
+    // Inside a word (before, after, a letter outside the BMP before it), "hellofoo" is one word: "hello" then "##foo", unknown.
+    expect(loaded.encode("hellofoo").tokens).toEqual(["[CLS]", "[UNK]", "[SEP]"]);
+    expect(loaded.encode("foohello").tokens).toEqual(["[CLS]", "[UNK]", "[SEP]"]);
+    // Left inside a word, its text reaches WordPiece, whose vocabulary lacks it (Hugging Face's added vocabulary is apart).
+    expect(loaded.encode("foo_ foo").ids).toEqual([2, 1, 1, 17, 3]);
+    expect(loaded.token_to_id("foo")).toBe(17);
+    expect(loaded.decode([17])).toBe("foo");
+    // Without the flag the same token splits the word, as Hugging Face's does too.
+    tokenizer.added_tokens[tokenizer.added_tokens.length - 1] = { id: 17, content: "foo", single_word: false, lstrip: false, rstrip: false, normalized: false, special: false };
+    expect((await loadTokenizer(await writtenTokenizer(tokenizer))).encode("hellofoo").tokens).toEqual(["[CLS]", "hello", "foo", "[SEP]"]);
+  });
+
+  it("a token with no id (the unknown token missing from the vocabulary) is a ConfigError naming it, where its id was null (0 in an Int32Array)", async () => {
+    const tokenizer = wordPieceTokenizer() as { added_tokens: { content: string }[]; model: { vocab: Record<string, number> } };
+    delete tokenizer.model.vocab["[UNK]"];
+    tokenizer.added_tokens = tokenizer.added_tokens.filter((token) => token.content !== "[UNK]");
+    const loaded = await loadTokenizer(await writtenTokenizer(tokenizer));
+    expect(loaded.encode("hello world").ids).toEqual([2, 5, 6, 3]);
+    const error = (() => {
+      try {
+        loaded.encode("hello zzz");
+      } catch (caught) {
+        return caught;
+      }
+    })();
+    expect(error).toBeInstanceOf(ConfigError);
+    expect((error as Error).message).toMatch(/^Tokenizer\.encode: the token "\[UNK\]" \(at 2\) is not in the vocabulary, and its unknown token "\[UNK\]" is not in the vocabulary either/);
+    expect(() => loaded.encode("zzz", { text_pair: "hello" })).toThrow(ConfigError);
+  });
+
+  it("a WordPiece model missing a field Hugging Face's tokenizers require is a ConfigError naming it (a missing prefix read as the text 'undefined')", async () => {
+    for (const field of ["continuing_subword_prefix", "unk_token", "max_input_chars_per_word"]) {
+      const tokenizer = wordPieceTokenizer() as { model: Record<string, unknown> };
+      delete tokenizer.model[field];
+      const dir = await writtenTokenizer(tokenizer);
+      await expect(loadTokenizer(dir)).rejects.toThrow(ConfigError);
+      await expect(loadTokenizer(dir)).rejects.toThrow(new RegExp(`WordPiece model has no ${field}, which Hugging Face's tokenizers require`));
+    }
+  });
+
   it("WordPiece spaces out Chinese characters outside the Basic Multilingual Plane (CJK Extension B on), as Hugging Face's BertNormalizer", async () => {
     const bert = wordPieceTokenizer() as { normalizer: Record<string, unknown> };
     const alone = await loadTokenizer(await writtenTokenizer(bert));
