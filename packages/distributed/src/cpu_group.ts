@@ -189,6 +189,8 @@ export class CpuProcessGroup implements ProcessGroup {
    * torch): two allReduces of one tensor in flight give the sum of the sums, not each the sum of the first values.
    */
   readonly #pendingWrites = new WeakMap<Tensor, Promise<void>>();
+  /** This rank's collectives still running: destroy waits for them, as a later call in the group's order. */
+  readonly #inFlight = new Set<Promise<unknown>>();
 
   constructor(rendezvous: Rendezvous) {
     this.#rendezvous = rendezvous;
@@ -202,7 +204,7 @@ export class CpuProcessGroup implements ProcessGroup {
     const call: CallDescription = { kind: "allReduce", dtype: tensor.dtype, shape: tensor.shape, op };
     const sequence = this.#reserve(call);
     const earlier = this.#pendingWrites.get(tensor);
-    return this.#writes(tensor, async () => {
+    return this.#running(this.#writes(tensor, async () => {
       if (earlier !== undefined) await earlier.catch(() => {});
       const own = valuesOf(tensor);
       const received = await this.#exchange(call, sequence, bytesOf(own));
@@ -215,7 +217,7 @@ export class CpuProcessGroup implements ProcessGroup {
       }
       if (op === "avg") for (let i = 0; i < total.length; i++) total[i] /= this.worldSize;
       if (this.worldSize > 1 || op === "avg") replaceContents(tensor, total);
-    });
+    }));
   }
 
   async broadcast(tensor: Tensor, root = 0): Promise<void> {
@@ -230,7 +232,7 @@ export class CpuProcessGroup implements ProcessGroup {
       if (this.rank !== root) replaceStorage(tensor, storageFrom(received.get(root) as Uint8Array, tensor.dtype), "broadcast");
     };
     // The root only reads its tensor: it waits for an earlier write, and a later collective need not wait for it.
-    return this.rank === root ? run() : this.#writes(tensor, run);
+    return this.#running(this.rank === root ? run() : this.#writes(tensor, run));
   }
 
   async allGather(tensor: Tensor): Promise<Tensor> {
@@ -238,17 +240,21 @@ export class CpuProcessGroup implements ProcessGroup {
     const call: CallDescription = { kind: "allGather", dtype: tensor.dtype, shape: tensor.shape };
     const sequence = this.#reserve(call);
     const earlier = this.#pendingWrites.get(tensor);
-    if (earlier !== undefined) await earlier.catch(() => {});
-    const own = storageOf(tensor, "allGather");
-    const received = await this.#exchange(call, sequence, bytesOf(own));
-    const all = tensor.dtype === "int32" ? new Int32Array(own.length * this.worldSize) : tensor.dtype === "float32" ? new Float32Array(own.length * this.worldSize) : new Uint16Array(own.length * this.worldSize);
-    for (let r = 0; r < this.worldSize; r++) all.set(r === this.rank ? own : storageFrom(received.get(r) as Uint8Array, tensor.dtype), r * own.length);
-    return engine.upload(all, [this.worldSize, ...tensor.shape], tensor.dtype, tensor.backend, "allGather");
+    return this.#running(
+      (async () => {
+        if (earlier !== undefined) await earlier.catch(() => {});
+        const own = storageOf(tensor, "allGather");
+        const received = await this.#exchange(call, sequence, bytesOf(own));
+        const all = tensor.dtype === "int32" ? new Int32Array(own.length * this.worldSize) : tensor.dtype === "float32" ? new Float32Array(own.length * this.worldSize) : new Uint16Array(own.length * this.worldSize);
+        for (let r = 0; r < this.worldSize; r++) all.set(r === this.rank ? own : storageFrom(received.get(r) as Uint8Array, tensor.dtype), r * own.length);
+        return engine.upload(all, [this.worldSize, ...tensor.shape], tensor.dtype, tensor.backend, "allGather");
+      })(),
+    );
   }
 
   async barrier(): Promise<void> {
     const call: CallDescription = { kind: "barrier" };
-    await this.#exchange(call, this.#reserve(call), new Uint8Array(0));
+    await this.#running(this.#exchange(call, this.#reserve(call), new Uint8Array(0)));
   }
 
   async destroy(): Promise<void> {
@@ -256,6 +262,9 @@ export class CpuProcessGroup implements ProcessGroup {
     const sequence = this.#reserve(call);
     // Set first: the connection is closed even when the shutdown handshake fails.
     this.#destroyed = true;
+    // This rank's collectives called before destroy come first, as in the group's order: closing the connection under
+    // one (started, not awaited) failed it on this rank while the peers completed it, and the replicas differed.
+    await Promise.allSettled([...this.#inFlight]);
     // Said where a peer still in a collective looks for this rank's call (a rank that ran out of data first): that peer
     // fails at once, naming this call, instead of both waiting out timeoutMs. Nothing waits for it here.
     // One deadline for the marker and the shutdown: given a full timeout each, a store that stopped answering made destroy take two.
@@ -276,6 +285,14 @@ export class CpuProcessGroup implements ProcessGroup {
       throw new CollectiveError(`${describeCall(call)}: the process group of rank ${this.rank} is broken: ${this.#broken}; destroy it (on every rank) and call initProcessGroup again`);
     }
     return this.#sequence++;
+  }
+
+  /** `collective`, counted among this rank's collectives in flight until it settles. */
+  #running<T>(collective: Promise<T>): Promise<T> {
+    this.#inFlight.add(collective);
+    const settled = () => this.#inFlight.delete(collective);
+    collective.then(settled, settled);
+    return collective;
   }
 
   /** Runs `write` (a collective that replaces `tensor`'s contents) as the tensor's pending write until it settles. */

@@ -87,8 +87,19 @@ export async function runLauncherCommand(argv: readonly string[], output: { stdo
     output.stdout(`${LAUNCHER_USAGE}\n`);
     return 0;
   }
+  let options: LaunchOptions;
   try {
-    return await launch(parseLauncherArgs(argv));
+    options = parseLauncherArgs(argv);
+    // Checked here too, so that a value out of range (--nproc-per-node 0, --master-port 70000) comes with the usage as
+    // a parse error does; launch checks them again for callers of its own.
+    checkLaunchOptions(options);
+  } catch (error) {
+    const message = error instanceof Error ? error.message : String(error);
+    output.stderr(`${message.includes(LAUNCHER_USAGE) ? message : `${message}\n${LAUNCHER_USAGE}`}\n`);
+    return 2;
+  }
+  try {
+    return await launch(options);
   } catch (error) {
     output.stderr(`${error instanceof Error ? error.message : String(error)}\n`);
     return 2;
@@ -268,12 +279,12 @@ export async function launch(options: LaunchOptions): Promise<number> {
     stopping = true;
     stopAll(signal);
   };
-  const onSigint = () => forward("SIGINT");
-  const onSigterm = () => forward("SIGTERM");
-  const onSighup = () => forward("SIGHUP");
-  process.on("SIGINT", onSigint);
-  process.on("SIGTERM", onSigterm);
-  if (ownGroups) process.on("SIGHUP", onSighup);
+  // Every signal whose default would end the launcher alone: the ranks run in sessions of their own, so a launcher
+  // killed by one (Ctrl-\'s SIGQUIT, a scheduler's SIGUSR2) left every rank running with no parent. torchrun's agent
+  // stops its workers on SIGINT, SIGTERM, SIGHUP and SIGQUIT.
+  const handled: NodeJS.Signals[] = ownGroups ? ["SIGINT", "SIGTERM", "SIGHUP", "SIGQUIT", "SIGUSR2"] : ["SIGINT", "SIGTERM"];
+  const handlers = new Map(handled.map((signal) => [signal, () => forward(signal)]));
+  for (const [signal, handler] of handlers) process.on(signal, handler);
 
   try {
     for (let localRank = 0; localRank < nprocPerNode; localRank++) {
@@ -328,9 +339,7 @@ export async function launch(options: LaunchOptions): Promise<number> {
     }
   } finally {
     if (killTimer !== null) clearTimeout(killTimer);
-    process.off("SIGINT", onSigint);
-    process.off("SIGTERM", onSigterm);
-    process.off("SIGHUP", onSighup);
+    for (const [signal, handler] of handlers) process.off(signal, handler);
     await store?.close();
   }
   const failed = failure as { rank: number; code: number; reason: string } | null;

@@ -91,6 +91,22 @@ describe("the store a launcher hosts, across process groups", () => {
   });
 });
 
+describe("destroy after collectives started and not awaited", () => {
+  for (const worldSize of [2, 3]) {
+    it(`${worldSize} processes: destroy waits for the rank's own collectives, each completes on every rank with the same result`, async () => {
+      const job = await runJob(worldSize, "inflight_destroy.ts", [], { timeoutMs: 40_000 });
+      outputs.push(job.out);
+      expect(job.code, job.stderr).toBe(0);
+      const sum = (worldSize * (worldSize + 1)) / 2;
+      const results = readRankResults<Record<string, unknown>>(job.out, worldSize);
+      // The connection closed under a collective still reading its outcome: it failed on that rank and completed on the others.
+      for (const [rank, result] of results.entries()) {
+        expect(result).toEqual({ rank, reduced: "ok", gathered: "ok", barrier: "ok", destroyed: "ok", first: sum, last: sum });
+      }
+    });
+  }
+});
+
 describe("blocksparse-run: a rank that exits with code 0 while the others still wait for it", () => {
   for (const mode of ["before-join", "after-destroy"]) {
     it(`${mode}: the waiting rank fails at once with a RankFailedError naming it (not at its 120 s timeout), and the launcher says so`, async () => {

@@ -1,4 +1,5 @@
-import { mkdtempSync, readFileSync, writeFileSync } from "node:fs";
+import { spawn } from "node:child_process";
+import { existsSync, mkdtempSync, readFileSync, writeFileSync } from "node:fs";
 import { createRequire } from "node:module";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
@@ -6,7 +7,7 @@ import { pathToFileURL } from "node:url";
 import { ValueError } from "@blocksparse/core";
 import { afterAll, describe, expect, it } from "vitest";
 import { LAUNCHER_USAGE, launch, parseLauncherArgs, runLauncherCommand } from "../src/launcher";
-import { removeOutput, runJob, runNode } from "./helpers";
+import { LAUNCHER_SOURCE, removeOutput, runJob, runNode } from "./helpers";
 
 const outputs: string[] = [];
 afterAll(() => outputs.forEach(removeOutput));
@@ -62,6 +63,13 @@ describe("blocksparse-run", () => {
     const unknown = await run(["--nprocs", "2", "a.js"]);
     expect(unknown).toMatchObject({ code: 2, stdout: "" });
     expect(unknown.stderr).toMatch(/^blocksparse-run: unknown option --nprocs\nusage: blocksparse-run/);
+    // Values out of range print the usage too (only their one-line error was printed), and a non-integer's error once.
+    for (const argv of [["--nproc-per-node", "0", "a.js"], ["--nproc-per-node", "1", "--master-port", "70000", "a.js"], ["--nproc-per-node", "1", "--node-rank", "1", "a.js"], ["--nproc-per-node", "x", "a.js"]]) {
+      const refused = await run(argv);
+      expect(refused).toMatchObject({ code: 2, stdout: "" });
+      expect(refused.stderr, argv.join(" ")).toMatch(/^[^\n]*--(nproc-per-node|master-port|node-rank)[^\n]*\nusage: blocksparse-run/);
+      expect(refused.stderr.split("usage: blocksparse-run").length).toBe(2);
+    }
   });
 
   it("refuses a count too large to be an integer (it would start processes until the host gives out)", () => {
@@ -128,6 +136,39 @@ describe("blocksparse-run", () => {
     expect(job.code).toBe(3);
     expect(job.stderr).toMatch(/blocksparse-run: rank 1 \(pid \d+\) exited with code 3; stopping the other 2 rank\(s\) of this host/);
     expect(job.stderr).toMatch(/blocksparse-run: the job failed: rank 1 exited with code 3/);
+  });
+
+  it.skipIf(process.platform === "win32")("a signal that would end the launcher alone (SIGQUIT, SIGUSR2, as SIGTERM) stops every rank, and the job exits 128 + its number", async () => {
+    // The ranks run in sessions of their own: a launcher killed by SIGQUIT (Ctrl-\\) or SIGUSR2 left them running, parentless.
+    for (const [signal, number] of [["SIGQUIT", 3], ["SIGUSR2", 12], ["SIGTERM", 15]] as const) {
+      const out = mkdtempSync(join(tmpdir(), "blocksparse-distributed-"));
+      outputs.push(out);
+      const launcher = spawn(process.execPath, ["--import", "tsx", LAUNCHER_SOURCE, "--nproc-per-node", "2", join("test", "children", "idle.ts"), out], {
+        cwd: resolve(import.meta.dirname, ".."),
+        env: { ...process.env, TSX_TSCONFIG_PATH: join(import.meta.dirname, "children", "tsconfig.json") },
+        stdio: ["ignore", "ignore", "pipe"],
+      });
+      let stderr = "";
+      launcher.stderr.on("data", (chunk) => (stderr += chunk));
+      const exited = new Promise<number | null>((done) => launcher.on("exit", (code) => done(code)));
+      const files = [0, 1].map((rank) => join(out, `rank${rank}.pid`));
+      const deadline = Date.now() + 30_000;
+      while (!files.every((file) => existsSync(file) && readFileSync(file, "utf8") !== "") && Date.now() < deadline) await new Promise((done) => setTimeout(done, 50));
+      const pids = files.map((file) => Number(readFileSync(file, "utf8")));
+      launcher.kill(signal);
+      const code = await exited;
+      const alive = (pid: number) => {
+        try {
+          process.kill(pid, 0);
+          return true;
+        } catch {
+          return false;
+        }
+      };
+      const left = pids.filter(alive);
+      for (const pid of left) process.kill(pid, "SIGKILL");
+      expect({ signal, code, left }, stderr).toEqual({ signal, code: 128 + number, left: [] });
+    }
   });
 
   it.skipIf(process.platform === "win32")("stops what the ranks started too: each rank leads a process group, which is signalled, also after the rank has exited", async () => {
