@@ -551,11 +551,16 @@ export class SequentialLR extends LRScheduler<SequentialLROptions> {
     // Each part checks its state by loading it; a later part's refusal puts the earlier ones back.
     const before = children.map((s) => s.stateDict());
     return () => {
+      // Each load sets the optimizer's lrs to that part's: a refusal puts them back too (they stayed the first part's).
+      const lrs = this.groups().map((group) => group.lr);
       let i = 0;
       try {
         for (; i < children.length; i++) children[i].loadStateDict(states[i]);
       } catch (error) {
         for (let j = 0; j < i; j++) children[j].loadStateDict(before[j]);
+        this.groups().forEach((group, g) => {
+          group.lr = lrs[g];
+        });
         throw error;
       }
     };
@@ -671,7 +676,9 @@ export class OneCycleLR extends LRScheduler<OneCycleResolved> {
       if (epoch <= end || i === phases.length - 1) {
         // torch divides by zero here (ZeroDivisionError) for a phase of no length.
         if (end === start) throw new ValueError(`OneCycleLR: pctStart ${pctStart} with totalSteps ${totalSteps} leaves phase ${i + 1} without steps`);
-        const pct = (epoch - start) / (end - start);
+        // torch takes steps up to totalSteps, one past the last phase's end: linear annealing then passes the final lr
+        // (negative where it is small), so it stops there; cos at pct > 1 turns back up as torch's does.
+        const pct = annealStrategy === "linear" ? Math.min(1, (epoch - start) / (end - start)) : (epoch - start) / (end - start);
         return annealStrategy === "cos" ? to + ((from - to) / 2) * (Math.cos(Math.PI * pct) + 1) : (to - from) * pct + from;
       }
       start = end;

@@ -130,8 +130,13 @@ describe("schedules match torch's values", () => {
     expect(cycle.lastEpoch).toBe(10);
     expect(optimizer.lr).toBe(got[10]);
 
-    const linear = lrs(new OneCycleLR(sgd(), { maxLr: 1, epochs: 2, stepsPerEpoch: 5, annealStrategy: "linear" }), 10);
-    expectClose(linear, [0.04, 0.52, 1, ...[1, 2, 3, 4, 5, 6, 7].map((k) => 1 + ((4e-6 - 1) * k) / 7)]);
+    const linear = lrs(new OneCycleLR(sgd(), { maxLr: 1, epochs: 2, stepsPerEpoch: 5, annealStrategy: "linear" }), 11);
+    // Step totalSteps (a loop's last scheduler.step()) stays at the final lr: torch's linear formula passes it there
+    // (below 0 where it is small), which was refused as a negative lr at the loop's last step.
+    expectClose(linear, [0.04, 0.52, 1, ...[1, 2, 3, 4, 5, 6, 7].map((k) => 1 + ((4e-6 - 1) * k) / 7), 4e-6]);
+    const small = new OneCycleLR(sgd(), { maxLr: 0.01, totalSteps: 100, annealStrategy: "linear", threePhase: true });
+    for (let i = 0; i < 100; i++) small.step();
+    expect(small.lastLr).toBeCloseTo(0.01 / 25 / 1e4, 15);
     const three = lrs(new OneCycleLR(sgd(), { maxLr: 1, totalSteps: 10, threePhase: true }), 10);
     expectClose(three.slice(0, 5), [0.04, 0.52, 1, 0.52, 0.04]);
     expect(three[9]).toBeCloseTo(4e-6, 15);
@@ -307,6 +312,15 @@ describe("state dicts", () => {
     (bad.schedulers as LRSchedulerState[])[1].options.stepSize = 0;
     expect(thrown(() => scheduler.loadStateDict(bad))[1]).toBe("StepLR.loadStateDict: options.stepSize must be an integer >= 1, got 0");
     expect(scheduler.stateDict()).toEqual(before);
+    // The optimizer's lr too: putting the first part back set it to that part's, though the schedule had moved on.
+    const o = sgd(1);
+    const sequence = new SequentialLR(o, { schedulers: [new LinearLR(o, { startFactor: 0.1, totalIters: 4 }), new ExponentialLR(o, { gamma: 0.5 })], milestones: [4] });
+    for (let i = 0; i < 6; i++) sequence.step();
+    expect(o.lr).toBe(0.25);
+    const later = JSON.parse(JSON.stringify(sequence.stateDict())) as LRSchedulerState;
+    (later.schedulers as LRSchedulerState[])[1].lastEpoch = -1;
+    expect(thrown(() => sequence.loadStateDict(later))[0]).toBe("ValueError");
+    expect([o.lr, sequence.lastLr]).toEqual([0.25, 0.25]);
   });
 });
 
