@@ -1,6 +1,8 @@
 /** attention.ts's flags, parsed and checked before a backend starts or a case runs. */
+import { join } from "node:path";
 import type { FloatDType } from "@blocksparse/core";
-import { BACKEND_FLAG, type CliSpec, DTYPE_FLAG, FlagError, flagItems, outputDirectory, parseFlags, positiveInteger } from "./flags";
+import { BACKEND_FLAG, checkHostMemory, type CliSpec, DTYPE_FLAG, FlagError, flagItems, outputDirectory, parseFlags, positiveInteger } from "./flags";
+import { repoRoot } from "./machine";
 
 export interface Shape {
   batch: number;
@@ -20,7 +22,7 @@ export const ATTENTION_CLI = {
     iterations: { type: "string", default: "50", description: "timed calls per case" },
     paths: { type: "string", default: "fused,unfused", description: "which of fused, unfused to time" },
     torch: { type: "boolean", default: false, description: "also time PyTorch's F.scaled_dot_product_attention (python/attention_torch.py)" },
-    out: { type: "string", default: "results/attention", description: "directory for attention.md and attention.json" },
+    out: { type: "string", description: "directory for attention.md and attention.json", defaultText: "benchmarks/results/tmp/attention" },
   },
 } as const satisfies CliSpec;
 
@@ -49,6 +51,11 @@ export function parseAttentionFlags(args: string[] = process.argv.slice(2)) {
     if (p !== "fused" && p !== "unfused") throw new FlagError(`--paths: "${p}" is not fused or unfused`);
     return p;
   });
-  const outDir = outputDirectory(values.out);
+  // q, k, v and the output, and the unfused path's scores [batch, heads, length, length], at the dtype's size.
+  for (const { batch, heads, length, headDim } of shapes) {
+    const scores = paths.includes("unfused") ? batch * heads * length * length : 0;
+    checkHostMemory(`--shapes ${batch}x${heads}x${length}x${headDim}`, `q, k, v and the output${scores > 0 ? " and the unfused scores" : ""} in ${dtype}`, 4 * batch * heads * length * headDim + scores, dtype === "float32" ? 4 : 2, "use smaller --shapes");
+  }
+  const outDir = outputDirectory(values.out ?? join(repoRoot, "benchmarks", "results", "tmp", "attention"));
   return { backend: values.backend, causal, dtype, iterations, shapes, paths, torch: values.torch, outDir };
 }

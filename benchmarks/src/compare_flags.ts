@@ -1,6 +1,5 @@
 /** compare.ts's flags, parsed and checked before a backend starts or a case runs. */
-import { totalmem } from "node:os";
-import { checkKeepsABlock, type CliSpec, densities as densityList, FlagError, flagItems, parseFlags, positiveIntegers } from "./flags";
+import { checkHostMemory, checkKeepsABlock, type CliSpec, densities as densityList, FlagError, flagItems, parseFlags, positiveIntegers } from "./flags";
 import { type BenchDType, TOLERANCE } from "./validate";
 
 /** The backends compare.ts runs on: CUDA, the native cpu backend (backend-cpu's addon) or the js reference. */
@@ -40,11 +39,7 @@ function parseShape(text: string): [number, number, number] {
   // x [M, K], dy [M, N] and the dense weight [N, K] are held on the host in float32 whatever the backend: a shape past
   // the machine's memory, or past 2^53 elements, failed inside randn with a stack trace that named no flag.
   const [M, K, N] = dims;
-  const elements = M * K + M * N + N * K;
-  if (!Number.isSafeInteger(elements) || 4 * elements > totalmem()) {
-    const need = Number.isSafeInteger(elements) ? `${((4 * elements) / 2 ** 30).toFixed(1)} GiB` : "more than 2^53 values";
-    throw new FlagError(`--shape: ${text} needs ${need} for x, dy and the dense weight in float32, and this machine has ${(totalmem() / 2 ** 30).toFixed(1)} GiB; use a smaller --shape`);
-  }
+  checkHostMemory(`--shape: ${text}`, "x, dy and the dense weight in float32", M * K + M * N + N * K, 4, "use a smaller --shape");
   return dims;
 }
 

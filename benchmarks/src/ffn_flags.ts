@@ -1,6 +1,6 @@
 /** ffn.ts's flags, parsed and checked before a backend starts or a case runs. */
 import { join } from "node:path";
-import { BACKEND_FLAG, checkKeepsABlock, checkPythonImports, type CliSpec, densities as densityList, DTYPE_FLAG, FlagError, flagItems, outputDirectory, parseFlags, positiveInteger, positiveIntegers } from "./flags";
+import { BACKEND_FLAG, checkHostMemory, checkKeepsABlock, checkPythonImports, type CliSpec, densities as densityList, DTYPE_FLAG, FlagError, flagItems, outputDirectory, parseFlags, positiveInteger, positiveIntegers } from "./flags";
 import { repoRoot } from "./machine";
 import { type BenchDType, TOLERANCE } from "./validate";
 
@@ -103,6 +103,18 @@ export function parseFfnFlags(args: string[] = process.argv.slice(2)) {
             for (const density of densities) checkKeepsABlock(density, out / rows, inFeatures / cols, `${rows}x${cols}`, `the ${model} model's ${out}x${inFeatures} weight (--widths ${dModel}x${hidden})`);
           }
         }
+      }
+    }
+  }
+  // Each case's input, hidden activations and weights (at the least density when only the sparse model runs), at the
+  // dtype's size: a lower bound of what the step holds on the host, where every backend's inputs are drawn.
+  const bytes = dtype === "float32" ? 4 : 2;
+  const kept = only === "sparse" ? Math.min(...densities) : 1;
+  for (const model of models) {
+    for (const [dModel, hidden] of widthPairs) {
+      for (const tokens of tokenCounts) {
+        const elements = tokens * (dModel + hidden) + (model === "head" ? 1 : 2) * kept * dModel * hidden;
+        checkHostMemory(`--widths ${dModel}x${hidden} and --tokens ${tokens}`, `the ${model} model's input, activations and weights in ${dtype}`, Math.ceil(elements), bytes, "use smaller --widths or --tokens");
       }
     }
   }

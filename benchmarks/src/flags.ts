@@ -1,5 +1,6 @@
 import { spawnSync } from "node:child_process";
 import { accessSync, constants, existsSync, mkdirSync, statSync, writeSync } from "node:fs";
+import { totalmem } from "node:os";
 import { dirname, resolve } from "node:path";
 import { parseArgs } from "node:util";
 
@@ -61,6 +62,17 @@ export function positiveIntegers(value: string, flag: string): number[] {
     return n;
   });
   return once(numbers, items, flag);
+}
+
+/**
+ * Refuses, naming the flags, a run whose values held on the host (`elements` of `bytes` each: a lower bound of what
+ * it allocates, the inputs and weights the bench draws there whatever the backend) pass this machine's memory or
+ * 2^53: they failed inside randn with an out-of-memory stack trace that named no flag, after the backend started.
+ */
+export function checkHostMemory(subject: string, what: string, elements: number, bytes: number, advice: string): void {
+  if (Number.isSafeInteger(elements) && bytes * elements <= totalmem()) return;
+  const need = Number.isSafeInteger(elements) ? `${((bytes * elements) / 2 ** 30).toFixed(1)} GiB` : "more than 2^53 values";
+  throw new FlagError(`${subject} needs ${need} for ${what}, and this machine has ${(totalmem() / 2 ** 30).toFixed(1)} GiB; ${advice}`);
 }
 
 /** A flag of one positive integer ("512"): a list ("512,1024") is an error naming the flag, not its first item taken. */

@@ -17,8 +17,8 @@ import { join } from "node:path";
 import { getBackendInstance, randint, type Tensor } from "@blocksparse/core";
 import { type GenerateOptions, GPT2_FFN_LAYERS, GPT2LMHeadModel } from "@blocksparse/models";
 import { BlockSparseModelPatcher } from "@blocksparse/patcher";
-import { describeFailure } from "./flags";
-import { type Mode, MODES, parseGenerateFlags, SIZES } from "./generate_flags";
+import { describeFailure, FlagError } from "./flags";
+import { type Mode, MODES, N_POSITIONS, parseGenerateFlags, SIZES } from "./generate_flags";
 import { describeMachine, gitState, repoRoot } from "./machine";
 import { plural } from "./report";
 import { startBackend } from "./start_backend";
@@ -47,11 +47,13 @@ function rows(t: Tensor): number[] {
 async function main(): Promise<void> {
   const { values, dtype, sizes, batches, prompt, fresh, repeats, densities, asked, outDir } = parseGenerateFlags();
   const started = await startBackend(values.backend);
-  // The captured step needs a backend that records graphs (cuda); elsewhere its rows stay empty.
+  // The captured step needs a backend that records graphs (cuda): elsewhere it is left out, and refused when it is all
+  // that was asked (the run built the model and printed a table of empty cells).
   const modes = (asked as Mode[]).filter((mode) => mode !== "graph" || getBackendInstance(started.backend).graphs !== undefined);
+  if (modes.length === 0) throw new FlagError(`--modes graph: the ${started.backend} backend cannot record graphs (captureGraph needs cuda); add eager or static`);
   const results: Row[] = [];
   for (const size of sizes) {
-    const config = { model_type: "gpt2", vocab_size: 50257, n_positions: 1024, ...SIZES[size], resid_pdrop: 0, embd_pdrop: 0, attn_pdrop: 0 };
+    const config = { model_type: "gpt2", vocab_size: 50257, n_positions: N_POSITIONS, ...SIZES[size], resid_pdrop: 0, embd_pdrop: 0, attn_pdrop: 0 };
     for (const density of densities) {
       const model = new GPT2LMHeadModel(config, { seed: 1 });
       if (density < 1) new BlockSparseModelPatcher().addPattern(GPT2_FFN_LAYERS, { density }).patchModel(model, { disposeReplaced: true });

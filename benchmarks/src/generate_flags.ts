@@ -4,6 +4,9 @@ import type { GenerateOptions } from "@blocksparse/models";
 import { BACKEND_FLAG, type CliSpec, densities as densityList, DTYPE_FLAG, FlagError, flagItems, outputDirectory, parseFlags, positiveInteger, positiveIntegers as numbers } from "./flags";
 
 /** Hugging Face's GPT-2 sizes. */
+/** GPT-2's position table (every size's n_positions). */
+export const N_POSITIONS = 1024;
+
 export const SIZES: Record<string, { n_embd: number; n_layer: number; n_head: number }> = {
   small: { n_embd: 768, n_layer: 12, n_head: 12 },
   medium: { n_embd: 1024, n_layer: 24, n_head: 16 },
@@ -51,6 +54,8 @@ export function parseGenerateFlags(args: string[] = process.argv.slice(2)) {
   const prompt = positiveInteger(values.prompt, "prompt");
   const fresh = positiveInteger(values.new, "new");
   if (fresh < 2) throw new FlagError("--new: at least 2 new tokens (the time per token is a difference)");
+  // GPT-2's 1024 positions hold the prompt and every new token but the last: found only once the model was built.
+  if (prompt + fresh - 1 > N_POSITIONS) throw new FlagError(`--prompt ${prompt} and --new ${fresh} run ${prompt + fresh - 1} positions, past GPT-2's ${N_POSITIONS}`);
   const repeats = positiveInteger(values.repeats, "repeats");
   const sparse = densityList(values.densities, "densities");
   // The dense model always runs: a 1 here timed it twice, as two identical rows.

@@ -23,7 +23,7 @@ import { type CapturedGraph, type FloatDType, captureGraph, getBackendInstance, 
 import { GPT2LMHeadModel } from "@blocksparse/models";
 import { AdamW, crossEntropy, parameterCount } from "@blocksparse/nn";
 import { BlockSparseModelPatcher } from "@blocksparse/patcher";
-import { describeFailure } from "./flags";
+import { describeFailure, FlagError } from "./flags";
 import { parseGpt2TrainFlags, SIZES } from "./gpt2_train_flags";
 import { profilePerRun, profileTable } from "./kernel_profile";
 import { describeMachine, gitState, repoRoot } from "./machine";
@@ -167,7 +167,11 @@ async function main(): Promise<void> {
   const plan: TimingPlan = values.quick
     ? { warmup: 2, minRepeats: 3, maxRepeats: 8, budgetMs: 200, minSampleMs: 0 }
     : { warmup: 3, minRepeats: 8, maxRepeats: 30, budgetMs: 2000, minSampleMs: 0 };
-  const graph = values.graph && getBackendInstance().graphs !== undefined;
+  // Refused, as ffn.ts refuses it: the run was timed eager without a word.
+  if (values.graph && getBackendInstance().graphs === undefined) {
+    throw new FlagError(`--graph: the ${getBackendInstance().name} backend cannot record graphs (captureGraph needs cuda); leave out --graph to time eager steps`);
+  }
+  const graph = values.graph;
   const rows: Row[] = [];
   for (const size of sizes) {
     const shape = { batch, context, vocab };

@@ -1,6 +1,6 @@
 /** gpt2_train.ts's flags, parsed and checked before a backend starts or a case runs. */
 import { join } from "node:path";
-import { BACKEND_FLAG, checkKeepsABlock, checkPythonImports, type CliSpec, densities as densityList, DTYPE_FLAG, FlagError, flagItems, outputDirectory, parseFlags, positiveInteger, positiveIntegers } from "./flags";
+import { BACKEND_FLAG, checkHostMemory, checkKeepsABlock, checkPythonImports, type CliSpec, densities as densityList, DTYPE_FLAG, FlagError, flagItems, outputDirectory, parseFlags, positiveInteger, positiveIntegers } from "./flags";
 import { repoRoot } from "./machine";
 import { type BenchDType, TOLERANCE } from "./validate";
 
@@ -51,6 +51,12 @@ export function parseGpt2TrainFlags(args: string[] = process.argv.slice(2)) {
       if (width % block !== 0) throw new FlagError(`--blocks: ${block} does not divide gpt2 ${size}'s feed-forward widths ${width} and ${4 * width}; a divisor of ${width} works (e.g. 32)`);
       for (const density of densities) checkKeepsABlock(density, (4 * width) / block, width / block, `${block}x${block}`, `gpt2 ${size}'s ${4 * width}x${width} feed-forward weights`);
     }
+  }
+  // The logits [batch x context, vocab] and one layer's activations [batch x context, 4 x width], at the dtype's size:
+  // a lower bound of a step's host memory on js (and of what any backend's inputs are drawn from).
+  for (const size of sizes) {
+    const width = SIZES[size].n_embd;
+    checkHostMemory(`--batch ${batch}, --context ${context} and --vocab ${vocab}`, `gpt2 ${size}'s logits and activations in ${dtype}`, batch * context * (vocab + 4 * width), dtype === "float32" ? 4 : 2, "use a smaller --batch, --context or --vocab");
   }
   if (values.torch || values["torch-compile"]) checkPythonImports(values.torch ? "torch" : "torch-compile", ["torch", "transformers"]);
   const outDir = outputDirectory(values.out ?? join(repoRoot, "benchmarks", "results", "tmp", "gpt2-train"));

@@ -15,7 +15,7 @@ import { spawnSync } from "node:child_process";
 import { writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { type FloatDType, add, cast, getBackendInstance, linear, matmul, randn, type Tensor, tidy } from "@blocksparse/core";
-import { BACKEND_FLAG, checkPythonImports, describeFailure, DTYPE_FLAG, FlagError, outputDirectory, parseFlags, positiveInteger, positiveIntegers as numbers } from "./flags";
+import { BACKEND_FLAG, checkHostMemory, checkPythonImports, describeFailure, DTYPE_FLAG, FlagError, outputDirectory, parseFlags, positiveInteger, positiveIntegers as numbers } from "./flags";
 import { describeMachine, gitState, repoRoot } from "./machine";
 import { startBackend } from "./start_backend";
 import { ValidationError } from "./measure";
@@ -70,6 +70,9 @@ async function main(): Promise<void> {
   if (!["float32", "float16", "bfloat16"].includes(dtype)) throw new FlagError(`--dtype: expected float32, float16 or bfloat16, got "${values.dtype}"`);
   const iterations = positiveInteger(values.iterations, "iterations");
   const [rowCounts, features, widths] = [numbers(values.rows, "rows"), numbers(values.features, "features"), numbers(values.widths, "widths")];
+  // The largest x, weight and output held at once, drawn in float32 on the host before the cast.
+  const [m, k, n] = [Math.max(...rowCounts), Math.max(...features), Math.max(...widths)];
+  checkHostMemory(`--rows ${m}, --features ${k} and --widths ${n}`, "x, the weight and the output in float32", m * k + n * k + m * n, 4, "use smaller --rows, --features or --widths");
   if (values.torch) checkPythonImports("torch", ["torch"]);
   const outDir = outputDirectory(values.out ?? join(repoRoot, "benchmarks", "results", "tmp", "linear-shapes"));
   const started = await startBackend(values.backend);

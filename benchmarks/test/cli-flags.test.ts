@@ -72,10 +72,23 @@ describe("benchmark CLIs' flag checks refuse a bad value naming the flag, before
     ["generate.ts --sizes toString", () => parseGenerateFlags(["--backend", "js", "--sizes", "toString", "--batch", "1", "--prompt", "1", "--new", "2", "--repeats", "1", "--modes", "eager"]), /--sizes: "toString" is not one of small, medium, large, xl/],
     ["generate.ts --modes eager,hasOwnProperty", () => parseGenerateFlags(["--backend", "js", "--sizes", "small", "--modes", "eager,hasOwnProperty"]), /--modes: "hasOwnProperty" is not one of eager, static, graph/],
     ["generate.ts --densities 1 (timed the dense model twice)", () => parseGenerateFlags(["--backend", "js", "--sizes", "small", "--densities", "1"]), /--densities: 1 is the dense model, which always runs; give densities below 1, got "1"/],
+    // Sizes past the host's memory failed inside randn with an out-of-memory stack that named no flag, after the backend started.
+    ["ffn.ts --widths 65536x65536 --tokens 65536", () => parseFfnFlags([...FFN.slice(0, 4), "--tokens", "65536", ...FFN.slice(6), "--models", "ffn", "--widths", "65536x65536", "--blocks", "32"]), /^--widths 65536x65536 and --tokens 65536 needs \d+\.\d GiB for the ffn model's input, activations and weights in float32, and this machine has .*; use smaller --widths or --tokens$/],
+    ["gpt2_train.ts --batch 100000 --context 100000", () => parseGpt2TrainFlags(["--backend", "js", "--sizes", "tiny", "--batch", "100000", "--context", "100000", "--out", out]), /^--batch 100000, --context 100000 and --vocab \d+ needs .* GiB for gpt2 tiny's logits and activations/],
+    ["attention.ts --shapes 1000x1000x1000x1000", () => parseAttentionFlags([...ATTENTION.slice(0, 2), "--shapes", "1000x1000x1000x1000", ...ATTENTION.slice(4)]), /^--shapes 1000x1000x1000x1000 needs .* GiB for q, k, v and the output in float32/],
+    ["generate.ts --prompt 1020 --new 10 (found once the model was built, with its stack)", () => parseGenerateFlags(["--backend", "js", "--sizes", "small", "--prompt", "1020", "--new", "10", "--modes", "eager"]), /^--prompt 1020 and --new 10 run 1029 positions, past GPT-2's 1024$/],
     ["decode_graph.ts --model conv", () => parseDecodeGraphFlags(["--backend", "js", "--model", "conv", "--out", out]), /^--model: expected linear or ffn, got "conv"$/],
     ["decode_graph.ts --iterations 0", () => parseDecodeGraphFlags(["--backend", "js", "--iterations", "0", "--out", out]), /^--iterations: "0" is not a positive integer$/],
   ] as [string, () => unknown, RegExp][])("%s", (_, parse, message) => {
     expect(refusal(parse)).toMatch(message);
+  });
+
+  it("the largest generate.ts run GPT-2's positions hold passes (1024 positions: the last new token is never fed back)", () => {
+    expect(parseGenerateFlags(["--backend", "js", "--sizes", "small", "--prompt", "1020", "--new", "5", "--modes", "eager"])).toMatchObject({ prompt: 1020, fresh: 5 });
+  });
+
+  it("attention.ts writes under benchmarks/results/tmp by default, wherever it runs (it wrote results/attention under the current folder)", () => {
+    expect(parseAttentionFlags(ATTENTION.slice(0, -2)).outDir).toMatch(/benchmarks[\\/]results[\\/]tmp[\\/]attention$/);
   });
 
   it("--backend gpu: an unknown backend is a FlagError naming the flag (linear_shapes.ts, overhead.ts and the others)", async () => {
@@ -109,6 +122,11 @@ describe.concurrent("each benchmark CLI's command line: one process per script",
     ["cpu_compare.ts", ["--rounds", "abc", "--out", out], /^--rounds: "abc" is not a positive integer\n$/],
     // Every case is a captured replay beside eager calls: captureGraph threw with its stack on js.
     ["decode_graph.ts", ["--backend", "js", "--width", "64", "--hidden", "128", "--layers", "1", "--tokens", "1", "--blocks", "32", "--densities", "0.5", "--dtype", "float32", "--iterations", "2", "--out", out], /^--backend js: the js backend cannot record graphs, and every case is timed as a captured replay; run it where cuda starts\n$/],
+    // Graphs alone on a backend without them: the model was built and a table of empty cells printed, exit 0.
+    ["generate.ts", ["--backend", "js", "--sizes", "small", "--batch", "1", "--repeats", "1", "--prompt", "2", "--new", "2", "--modes", "graph"], /^--modes graph: the js backend cannot record graphs \(captureGraph needs cuda\); add eager or static\n$/],
+    // Timed eager without a word, its table saying "eager".
+    ["gpt2_train.ts", ["--backend", "js", "--sizes", "tiny", "--quick", "--graph", "--out", out], /^--graph: the js backend cannot record graphs \(captureGraph needs cuda\); leave out --graph to time eager steps\n$/],
+    ["linear_shapes.ts", ["--backend", "js", "--rows", "100000", "--features", "100000", "--widths", "100000", "--out", out], /^--rows 100000, --features 100000 and --widths 100000 needs .* GiB for x, the weight and the output in float32/],
     // Checked in the fresh child process that measures start-up, and reported by its parent.
     ["overhead.ts", ["--backend", "gpu", "--dtype", "float32", "--out", out], /--backend: unknown backend "gpu"[\s\S]*the fresh process measuring start-up failed \(exit 1\); its error is above/],
   ] as [string, string[], RegExp][])("%s refuses a bad flag with its message alone and exit 1", async (script, args, message) => {

@@ -119,9 +119,21 @@ export function checkBudgetFits(times: StepTimes, options: ExperimentOptions, st
   );
 }
 
-/** The most steps (a multiple of 10, at least 10) in which a model sees its `trainTokens` at most `epochs` times, `tokensPerStep` per step. */
+/**
+ * The most steps (a multiple of 10) in which a model sees its `trainTokens` at most `epochs` times, `tokensPerStep` per
+ * step. Fewer than 10 is a RangeError naming --max-epochs and the least that allows 10: the cap was raised to 10 steps,
+ * which broke the "at most" (0.001 passes ran 10 steps, 0.03 passes).
+ */
 export function maxStepsForEpochs(epochs: number, trainTokens: number, tokensPerStep: number): number {
-  return Math.max(10, Math.floor((epochs * trainTokens) / tokensPerStep / 10) * 10);
+  const steps = Math.floor((epochs * trainTokens) / tokensPerStep / 10) * 10;
+  if (steps < 10) {
+    // The least value for 10 steps, rounded up to three significant digits.
+    const least = (10 * tokensPerStep) / trainTokens;
+    const unit = 10 ** (Math.floor(Math.log10(least)) - 2);
+    const shown = Number((Math.ceil(least / unit) * unit).toPrecision(3));
+    throw new RangeError(`--max-epochs: ${epochs} passes over the ${trainTokens} training tokens are fewer than 10 steps of ${tokensPerStep} tokens; 10 steps need --max-epochs ${shown} or more`);
+  }
+  return steps;
 }
 
 /**

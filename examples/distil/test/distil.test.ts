@@ -288,7 +288,10 @@ describe("capping the steps at a number of passes over the text", () => {
   it("takes the most steps (a multiple of 10) that see the training tokens at most that many times", () => {
     expect(maxStepsForEpochs(8, 510_827, 32 * 128)).toBe(990);
     expect(maxStepsForEpochs(0.5, 510_827, 4096)).toBe(60);
-    expect(maxStepsForEpochs(0.01, 1000, 4096)).toBe(10);
+    // Fewer than 10 steps is refused, naming the least that allows 10 (the cap was raised to 10 steps: 30 times 0.001 passes).
+    expect(() => maxStepsForEpochs(0.01, 1000, 4096)).toThrow(/^--max-epochs: 0\.01 passes over the 1000 training tokens are fewer than 10 steps of 4096 tokens; 10 steps need --max-epochs 41 or more$/);
+    expect(() => maxStepsForEpochs(0.001, 85_353, 8 * 32)).toThrow(/10 steps need --max-epochs 0\.03 or more$/);
+    expect(maxStepsForEpochs(0.03, 85_353, 8 * 32)).toBe(10);
   });
 });
 
