@@ -12,6 +12,16 @@ import { LAUNCHER_SOURCE, removeOutput, runJob, runNode } from "./helpers";
 const outputs: string[] = [];
 afterAll(() => outputs.forEach(removeOutput));
 
+/** Whether process `pid` still exists (signal 0 checks without signalling). */
+function alive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
 describe("blocksparse-run", () => {
   it("parses its options up to the script and leaves the script's arguments alone", () => {
     expect(parseLauncherArgs(["--nproc-per-node", "2", "--master_port=1234", "train.js", "--nproc-per-node", "9", "x"])).toEqual({
@@ -157,14 +167,6 @@ describe("blocksparse-run", () => {
       const pids = files.map((file) => Number(readFileSync(file, "utf8")));
       launcher.kill(signal);
       const code = await exited;
-      const alive = (pid: number) => {
-        try {
-          process.kill(pid, 0);
-          return true;
-        } catch {
-          return false;
-        }
-      };
       const left = pids.filter(alive);
       for (const pid of left) process.kill(pid, "SIGKILL");
       expect({ signal, code, left }, stderr).toEqual({ signal, code: 128 + number, left: [] });
@@ -175,14 +177,6 @@ describe("blocksparse-run", () => {
     const job = await runJob(2, "subprocesses.ts");
     outputs.push(job.out);
     expect(job.code).toBe(3);
-    const alive = (pid: number) => {
-      try {
-        process.kill(pid, 0);
-        return true;
-      } catch {
-        return false;
-      }
-    };
     const pids = [0, 1].map((rank) => Number(readFileSync(join(job.out, `subprocess-${rank}.pid`), "utf8")));
     // SIGTERM is delivered at once; give the subprocesses a moment to be reaped.
     const deadline = Date.now() + 5000;
@@ -214,11 +208,7 @@ describe("blocksparse-run", () => {
     // returning that the kernel is still tearing down (longer on a loaded machine: its SIGKILL still pending, or
     // PF_EXITING in its flags). Such a process never runs its own code again; one never sent SIGKILL keeps running.
     const running = (pid: number): boolean => {
-      try {
-        process.kill(pid, 0);
-      } catch {
-        return false;
-      }
+      if (!alive(pid)) return false;
       let stat: string;
       let status: string;
       try {
