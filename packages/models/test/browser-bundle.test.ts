@@ -88,11 +88,12 @@ describe("browser bundle (esbuild, minified, every export kept)", () => {
   // 67.23 KiB until format and core refused more malformed arguments (unknown dtypes and wrongly typed values in
   // encodeValues / decodeValues, outputs of another length, a backend named otherwise than it is registered, objects
   // that are no Backend; +0.33 KiB: 67.563 measured); 67.58 until the js GELU(tanh) computed its gate as a logistic
-  // (67.581 measured).
-  it("@blocksparse/models stays within 67.62 KiB gzipped and evaluates no code", async () => {
+  // (67.581 measured); 67.62 until format's safetensors writer wrote its header entry by entry and counted shape
+  // elements exactly, and core refused a backend name that is no string (67.624 measured).
+  it("@blocksparse/models stays within 67.63 KiB gzipped and evaluates no code", async () => {
     const { code, gzipKiB } = await browserBundle(["@blocksparse/models"]);
     console.log(`@blocksparse/models: ${(code.length / 1024).toFixed(1)} KiB minified, ${gzipKiB.toFixed(1)} KiB gzipped`);
-    expect(gzipKiB).toBeLessThanOrEqual(67.62);
+    expect(gzipKiB).toBeLessThanOrEqual(67.63);
     expect(evaluatedCode(code)).toEqual([]);
   }, 60_000);
 });

@@ -18,11 +18,13 @@ describe("browser bundles (esbuild, minified, every export kept)", () => {
   // 31.5 KiB until the safetensors writer refused a header its names and metadata alone put past 100 MB, before
   // encoding it (31.535 measured); 31.54 KiB until encodeValues / decodeValues refused unknown dtypes and wrongly typed
   // values, the Into conversions outputs of another length, divisors what is no dimension, and blockMask, zeros and
-  // random what one array cannot hold (+0.19 KiB: 31.725 measured).
-  it("@blocksparse/format with its npz subpath stays within 31.73 KiB gzipped and evaluates no code", async () => {
+  // random what one array cannot hold (+0.19 KiB: 31.725 measured); 31.73 KiB until the safetensors writer wrote its
+  // header entry by entry (integer-like names in the data's order), counted shape elements exactly, and patterns
+  // refused index array-likes longer than int32 (+0.05 KiB: 31.778 measured).
+  it("@blocksparse/format with its npz subpath stays within 31.78 KiB gzipped and evaluates no code", async () => {
     const { code, gzipKiB } = await browserBundle(["@blocksparse/format", "@blocksparse/format/npz"]);
     console.log(`@blocksparse/format + /npz: ${(code.length / 1024).toFixed(1)} KiB minified, ${gzipKiB.toFixed(1)} KiB gzipped`);
-    expect(gzipKiB).toBeLessThanOrEqual(31.73);
+    expect(gzipKiB).toBeLessThanOrEqual(31.78);
     expect(evaluatedCode(code)).toEqual([]);
   }, 60_000);
 
@@ -140,11 +142,13 @@ describe("browser bundles (esbuild, minified, every export kept)", () => {
   // in encodeValues / decodeValues, outputs of another length in the Into conversions, divisors of what is no dimension
   // and masks and values past one array, and core refused a backend named otherwise than it is registered and objects
   // that are no Backend where one is asked for (+0.34 KiB: 95.066 measured); 95.11 until the js GELU(tanh) computed its
-  // gate as a logistic (95.106 measured).
-  it("format + core + autograd + nn stay within 95.15 KiB gzipped and evaluate no code", async () => {
+  // gate as a logistic (95.106 measured); 95.15 until SparseOptimizer moved a tied weight once, OneCycleLR's linear
+  // anneal took step totalSteps, a refused SequentialLR load put the optimizer's lr back, core refused a backend name
+  // that is no string, and format's writer and pattern checks above (+0.15 KiB: 95.296 measured).
+  it("format + core + autograd + nn stay within 95.3 KiB gzipped and evaluate no code", async () => {
     const { code, gzipKiB } = await browserBundle(["@blocksparse/format", "@blocksparse/core", "@blocksparse/autograd", "@blocksparse/nn"]);
     console.log(`format + core + autograd + nn: ${(code.length / 1024).toFixed(1)} KiB minified, ${gzipKiB.toFixed(1)} KiB gzipped`);
-    expect(gzipKiB).toBeLessThanOrEqual(95.15);
+    expect(gzipKiB).toBeLessThanOrEqual(95.3);
     expect(evaluatedCode(code)).toEqual([]);
   }, 60_000);
 
