@@ -494,8 +494,10 @@ class PretrainedTokenizer extends Tokenizer {
     const at = encoding.ids.findIndex((id) => !Number.isInteger(id));
     if (at >= 0) {
       const unk = (this as unknown as { model: { unk_token?: unknown } }).model.unk_token;
-      const why = typeof unk === "string" ? `its unknown token ${JSON.stringify(unk)} is not in the vocabulary either` : "it has no unknown token";
-      throw new ConfigError(`Tokenizer.encode: the token ${JSON.stringify(encoding.tokens[at])} (at ${at}) is not in the vocabulary, and ${why}: the tokenizer.json cannot encode this text`);
+      const token = encoding.tokens[at];
+      // The model gives its unknown token for a piece it lacks: that token missing is the whole story.
+      const what = token === unk ? `the text has a piece the vocabulary lacks (token ${at}), and the unknown token ${JSON.stringify(unk)} is not in the vocabulary either` : `the token ${JSON.stringify(token)} (at ${at}) is not in the vocabulary, and ${typeof unk === "string" ? `the unknown token ${JSON.stringify(unk)} is not either` : "the model has no unknown token"}`;
+      throw new ConfigError(`Tokenizer.encode: ${what}: the tokenizer.json cannot encode this text`);
     }
     return encoding;
   }
