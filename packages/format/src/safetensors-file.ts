@@ -230,8 +230,7 @@ async function readShardedSafetensors(indexPath: string): Promise<SafetensorsCon
   const { weightMap, metadata: indexMetadata } = parseIndex(await readSmallFile(indexPath, MAX_INDEX_BYTES, "index"), indexPath);
   const shards = [...new Set(weightMap.values())];
   const tensors = new Map<string, SafetensorsTensor>();
-  const metadata: Record<string, string> = Object.create(null);
-  for (const [key, value] of Object.entries(indexMetadata)) metadata[key] = value;
+  const metadata: Record<string, string> = Object.assign(Object.create(null), indexMetadata);
   // Every shard's header first: a tensor too large to hold fails before other shards' gigabytes are read.
   for (const shard of shards) await checkSafetensorsHeader(join(dirname(indexPath), shard));
   for (const shard of shards) {

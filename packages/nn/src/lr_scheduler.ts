@@ -678,7 +678,8 @@ export class OneCycleLR extends LRScheduler<OneCycleResolved> {
         if (end === start) throw new ValueError(`OneCycleLR: pctStart ${pctStart} with totalSteps ${totalSteps} leaves phase ${i + 1} without steps`);
         // torch takes steps up to totalSteps, one past the last phase's end: linear annealing then passes the final lr
         // (negative where it is small), so it stops there; cos at pct > 1 turns back up as torch's does.
-        const pct = annealStrategy === "linear" ? Math.min(1, (epoch - start) / (end - start)) : (epoch - start) / (end - start);
+        const through = (epoch - start) / (end - start);
+        const pct = annealStrategy === "linear" ? Math.min(1, through) : through;
         return annealStrategy === "cos" ? to + ((from - to) / 2) * (Math.cos(Math.PI * pct) + 1) : (to - from) * pct + from;
       }
       start = end;

@@ -26,6 +26,7 @@ import { childSeeds } from "./init";
 import { requiredOptions } from "./linear";
 import { Module } from "./module";
 import { Optimizer } from "./optim";
+import type { Parameter } from "./parameter";
 
 export interface PruneAndRegrowOptions {
   /** Fraction of the stored blocks to move, in [0, 1]. */
@@ -440,7 +441,7 @@ export class SparseOptimizer {
 
 /** The layers grouped by their weight Parameter, in the order of each group's first layer. */
 function tiedGroups(layers: readonly BlockSparseLinear[]): BlockSparseLinear[][] {
-  const groups = new Map<unknown, BlockSparseLinear[]>();
+  const groups = new Map<Parameter, BlockSparseLinear[]>();
   for (const layer of layers) {
     const group = groups.get(layer.weight);
     if (group) group.push(layer);
