@@ -38,8 +38,9 @@ shapes=4096x1024,3072x768,8192x2048,2048x2048,1024x1024,1024x4096,4096x4096,1638
 time_args=(--tokens 256,512,1024,2048 --shapes "$shapes" --densities 0.5,0.25,0.1)
 stage linear-128 90 "$B" --mode time --ops linear --activation gelu_tanh --paths auto,wgmma --variants 0,14,34 --blocks 128 \
   "${time_args[@]}"
-# Plain bsrLinear at 128 wide (no activation): the ping-pong tile with 1.5-2 of its tiles per SM on lines of at most 4
-# (a lead: it ran 0.88-1.00x the default tile on an H100 and an H200, timed only as the product then the GELU pass).
+# Plain bsrLinear at 128 wide (no activation): auto beside the tiles, the ping-pong tile taking 1.5-2 of its tiles per
+# SM on lines of at most 4 (pingPongTile128Rule; set on an H100: results/gpu-nvidia-h100-80gb-hbm3/
+# linear-ping-pong-few-tiles-2026-12-07.md).
 stage linear-128-plain 60 "$B" --mode time --ops linear --paths auto,wgmma --variants 0,14,34 --blocks 128 "${time_args[@]}"
 stage linear-64 90 "$B" --mode time --ops linear --activation gelu_tanh --paths auto,wgmma --variants 0,7,14,34 --blocks 64 \
   "${time_args[@]}"

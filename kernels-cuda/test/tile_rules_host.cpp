@@ -653,6 +653,45 @@ constexpr DxPingPongCase kDxPingPong128[] = {
     {2048, 16384, 4096, 0.5, 0.901},  // 2 runs, 15.52 tiles per SM, lines of 16.0
 };
 
+// Plain bsrLinear at 128x128 below kWideTileMinTokens with 1.5-2 of the ping-pong tile's 128-token tiles per SM on lines
+// of at most 4 blocks (from 2 tiles per SM the rule took these lines already): the tile / the default tile, two runs of
+// different shapes on an H100 (132 SMs, 2026-12-07, tc_bench; the second with the rule in, on shapes not used to set it:
+// benchmarks/results/gpu-nvidia-h100-80gb-hbm3/linear-ping-pong-few-tiles-2026-12-07.md).
+// The fields are those of kDxPingPong128, its lines N / 128 of K / 128 x density.
+constexpr DxPingPongCase kLinearFewTiles128H100[] = {
+    {1024, 1024, 4096, 0.1, 0.92},  // run 1, 1.94 tiles per SM, lines of 0.8
+    {1024, 1024, 4096, 0.25, 0.92},  // run 1, 1.94 tiles per SM, lines of 2
+    {1024, 1024, 4096, 0.5, 0.89},  // run 1, 1.94 tiles per SM, lines of 4
+    {1024, 4096, 4096, 0.1, 0.86},  // run 1, 1.94 tiles per SM, lines of 3.2
+    {2048, 2048, 2048, 0.1, 0.87},  // run 1, 1.94 tiles per SM, lines of 1.6
+    {2048, 2048, 2048, 0.25, 1.01},  // run 1, 1.94 tiles per SM, lines of 4
+    {1024, 1024, 3584, 0.1, 0.96},  // run 2, 1.70 tiles per SM, lines of 0.8
+    {1024, 1024, 3584, 0.25, 1.01},  // run 2, 1.70 tiles per SM, lines of 2
+    {1024, 1024, 3584, 0.5, 0.93},  // run 2, 1.70 tiles per SM, lines of 4
+    {1024, 2048, 4096, 0.1, 0.93},  // run 2, 1.94 tiles per SM, lines of 1.6
+    {1024, 2048, 4096, 0.25, 0.94},  // run 2, 1.94 tiles per SM, lines of 4
+    {1792, 512, 2048, 0.1, 1.00},  // run 2, 1.70 tiles per SM, lines of 0.4
+    {1792, 512, 2048, 0.25, 0.84},  // run 2, 1.70 tiles per SM, lines of 1
+    {1792, 512, 2048, 0.5, 1.03},  // run 2, 1.70 tiles per SM, lines of 2
+    {1792, 1024, 2048, 0.1, 0.99},  // run 2, 1.70 tiles per SM, lines of 0.8
+    {1792, 1024, 2048, 0.25, 1.01},  // run 2, 1.70 tiles per SM, lines of 2
+    {1792, 1024, 2048, 0.5, 0.88},  // run 2, 1.70 tiles per SM, lines of 4
+    {1792, 2048, 2048, 0.1, 0.86},  // run 2, 1.70 tiles per SM, lines of 1.6
+    {1792, 2048, 2048, 0.25, 0.95},  // run 2, 1.70 tiles per SM, lines of 4
+    {2048, 512, 2048, 0.1, 0.82},  // run 2, 1.94 tiles per SM, lines of 0.4
+    {2048, 512, 2048, 0.25, 1.04},  // run 2, 1.94 tiles per SM, lines of 1
+    {2048, 512, 2048, 0.5, 0.93},  // run 2, 1.94 tiles per SM, lines of 2
+    {2048, 1024, 2048, 0.1, 0.87},  // run 2, 1.94 tiles per SM, lines of 0.8
+    {2048, 1024, 2048, 0.25, 0.96},  // run 2, 1.94 tiles per SM, lines of 2
+    {2048, 1024, 2048, 0.5, 0.87},  // run 2, 1.94 tiles per SM, lines of 4
+    {3584, 1024, 1024, 0.1, 0.89},  // run 2, 1.70 tiles per SM, lines of 0.8
+    {3584, 1024, 1024, 0.25, 0.89},  // run 2, 1.70 tiles per SM, lines of 2
+    {3584, 1024, 1024, 0.5, 0.82},  // run 2, 1.70 tiles per SM, lines of 4
+    {3584, 2048, 1024, 0.1, 0.92},  // run 2, 1.70 tiles per SM, lines of 1.6
+    {3584, 2048, 1024, 0.25, 0.88},  // run 2, 1.70 tiles per SM, lines of 4
+    {3584, 4096, 1024, 0.1, 0.97},  // run 2, 1.70 tiles per SM, lines of 3.2
+};
+
 struct ForwardPingPongCase {
   long long tokens, k, n;  // bsrLinearActivation, a layer K -> N (lines: N / 128 block rows of K / 128 x density)
   double density, ratio;   // the ping-pong tile fused / the tile dispatched before fused (default below 4096 tokens, wide)
@@ -673,6 +712,15 @@ constexpr ForwardPingPongCase kForwardPingPong128H100[] = {
 constexpr ForwardPingPongCase kForwardPingPong128H200[] = {
     {2048, 2048, 8192, 0.5, 0.848},  {8192, 2048, 8192, 0.5, 0.832},  {8192, 4096, 4096, 0.5, 0.856},
     {8192, 4096, 4096, 0.25, 0.848}, {8192, 8192, 2048, 0.25, 0.997}, {8192, 8192, 2048, 0.1, 0.867},
+};
+// The captured FFN training step (ffn.ts --graph, 128x128 blocks) with its first forward fused where the ping-pong
+// tile's rule takes it and Z fits in half of L2 (8.4-25 MB; before, the product then the activation pass): the step's
+// time over the time with the pass, the mean of two rounds on an H100 (132 SMs, 2026-12-07;
+// benchmarks/results/gpu-nvidia-h100-80gb-hbm3/fused-128-in-l2-2026-12-07.md). Lines of 8-16 blocks; the fields are
+// those of kForwardPingPong128H100.
+constexpr ForwardPingPongCase kFusedInL2Step128H100[] = {
+    {1024, 2048, 8192, 0.5, 0.968},  {1024, 3072, 12288, 0.5, 0.973}, {1024, 3072, 12288, 0.25, 0.974},
+    {2048, 2048, 4096, 0.5, 0.975},  {2048, 4096, 4096, 0.5, 1.001},  {2048, 4096, 4096, 0.25, 0.997},
 };
 
 struct DxFewTilesCase {
@@ -902,13 +950,20 @@ int main() {
     check(!threeConsumerFewTilesRule(32, 1, 1, sms), "few tiles at 32", 1, sms, 0.0);
     check(!threeConsumerFewTilesRule(64, 0, 1, sms) && !threeConsumerFewTilesRule(64, 1, 0, sms), "few tiles without tokens or lines", 0, sms, 0.0);
     // The ping-pong tile at 128 wide: 2 tiles of 128 tokens per SM on lines up to 4 (16 with the activation or its
-    // backward fused); plain dX below 4096 tokens from 1.5 tiles per SM on lines up to 16, not from 4096 tokens.
+    // backward fused); below 4096 tokens from 1.5 tiles per SM plain dX on lines up to 16 and plain Linear up to 4, not
+    // from 4096 tokens.
     const long long two = 2 * sms, threeHalves = (3 * sms + 1) / 2;
     check(pingPongTile128Rule(128, two, 4.0, sms, PingPongProduct::kLinear), "ping-pong at 128: lines of 4", two, sms, 4.0);
     check(!pingPongTile128Rule(128, two, 4.01, sms, PingPongProduct::kLinear), "ping-pong at 128: Linear past 4", two, sms, 4.01);
     check(pingPongTile128Rule(128, two, 16.0, sms, PingPongProduct::kDxBackward), "ping-pong at 128: the backward up to 16", two, sms, 16.0);
     check(!pingPongTile128Rule(128, two, 16.01, sms, PingPongProduct::kDxBackward), "ping-pong at 128: the backward past 16", two, sms, 16.01);
-    check(!pingPongTile128Rule(128, two - 1, 1.0, sms, PingPongProduct::kLinear), "ping-pong at 128: too few tiles", two - 1, sms, 1.0);
+    check(!pingPongTile128Rule(128, two - 1, 4.01, sms, PingPongProduct::kLinear), "ping-pong at 128: too few tiles for lines past 4", two - 1, sms, 4.01);
+    check(pingPongTile128Rule(128, threeHalves, 4.0, sms, PingPongProduct::kLinear), "ping-pong at 128: plain Linear, 1.5 tiles per SM", threeHalves, sms, 4.0);
+    check(!pingPongTile128Rule(128, threeHalves - 1, 1.0, sms, PingPongProduct::kLinear), "ping-pong at 128: plain Linear, fewer tiles", threeHalves - 1, sms, 1.0);
+    // 4096 tokens are 32 tiles per line: lines making 1.5-2 tiles per SM there, where there are such.
+    const long long wideLines = (threeHalves + 31) / 32;
+    if (32 * wideLines < two)
+      check(!pingPongTile128Rule(4096, wideLines, 1.0, sms, PingPongProduct::kLinear), "ping-pong at 128: plain Linear from 4096 tokens, 1.5 tiles per SM", wideLines, sms, 1.0);
     check(pingPongTile128Rule(128, threeHalves, 16.0, sms, PingPongProduct::kPlainDx), "ping-pong at 128: plain dX, 1.5 tiles per SM", threeHalves, sms, 16.0);
     check(!pingPongTile128Rule(128, threeHalves - 1, 1.0, sms, PingPongProduct::kPlainDx), "ping-pong at 128: plain dX, fewer tiles", threeHalves - 1, sms, 1.0);
     check(!pingPongTile128Rule(128, threeHalves, 16.01, sms, PingPongProduct::kPlainDx), "ping-pong at 128: plain dX past 16", threeHalves, sms, 16.01);
@@ -965,6 +1020,27 @@ int main() {
     if (c.ratio <= 0.85) check(taken, "a win not taken (dX, ping-pong at 128)", c.tokens, c.k * 100000 + c.n, line);
     if (c.ratio >= 1.08) check(!taken, "a loss taken (dX, ping-pong at 128)", c.tokens, c.k * 100000 + c.n, line);
   }
+  // Plain bsrLinear at 128 wide below kWideTileMinTokens takes the ping-pong tile from 1.5 tiles per SM on lines of at
+  // most 4 (pingPongTile128Rule): every measured case, none 5% or more slower, a geometric mean below 0.95; not on
+  // longer lines (1.04-1.10x with 16 block rows at 2048 tokens), nor from kWideTileMinTokens (the wide tile's).
+  double linearLogs = 0;
+  for (const DxPingPongCase& c : kLinearFewTiles128H100) {
+    const long long lines = c.n / 128;
+    const double line = c.density * double(c.k / 128);
+    check(pingPongTile128Rule(c.tokens, lines, line, kSms, PingPongProduct::kLinear),
+          "a measured case not taken (Linear, few tiles, ping-pong at 128)", c.tokens, c.k * 100000 + c.n, line);
+    check(c.ratio < 1.05, "a loss of 5% or more (Linear, few tiles)", c.tokens, c.k * 100000 + c.n, line);
+    linearLogs += std::log(c.ratio);
+  }
+  check(std::exp(linearLogs / double(std::size(kLinearFewTiles128H100))) < 0.95,
+        "the geometric mean not below 0.95 (Linear, few tiles)", static_cast<long long>(std::size(kLinearFewTiles128H100)),
+        kSms, 0.0);
+  check(!pingPongTile128Rule(2048, 16, 8.0, kSms, PingPongProduct::kLinear), "Linear on lines of 8 with 2 tiles per SM taken",
+        2048, 16, 8.0);
+  check(!pingPongTile128Rule(4096, 6, 2.0, kSms, PingPongProduct::kLinear), "Linear from kWideTileMinTokens taken", 4096,
+        6, 2.0);
+  check(!pingPongTile128Rule(1536, 16, 2.0, kSms, PingPongProduct::kLinear), "Linear with 1.45 tiles per SM taken", 1536,
+        16, 2.0);
   // bsrLinearActivation at 128 wide takes the ping-pong tile fused (pingPongTile128Rule) in every measured case (they
   // sit inside the rule's bounds, lines of 4-16, 2 or more tiles per SM), and its time over them is below the tile's
   // before on each GPU: a geometric mean of at most 0.95, no case 10% or more slower.
@@ -984,6 +1060,22 @@ int main() {
     }
     check(std::exp(logs / double(count)) <= 0.95, mean, static_cast<long long>(count), kSms, 0.0);
   }
+  // With Z inside half of L2 the fused forward is dispatched where the ping-pong tile's rule takes it (tcFusesActivation):
+  // every measured step sits inside that rule, none 2% or more slower fused, and the steps' geometric mean is below 1.
+  constexpr double kH100L2Bytes = 50.0 * 1024 * 1024;
+  double fusedLogs = 0;
+  for (const ForwardPingPongCase& c : kFusedInL2Step128H100) {
+    const long long lines = c.n / 128;
+    const double line = c.density * double(c.k / 128);
+    const double zBytes = double(c.tokens) * double(c.n) * 2;
+    check(pingPongTile128Rule(c.tokens, lines, line, kSms, PingPongProduct::kLinearActivation) &&
+              zBytes <= bs::tc::kFusedActivationMinShareOfL2 * kH100L2Bytes,
+          "a measured step outside the rule, or Z past half of L2 (fused in L2)", c.tokens, c.k * 100000 + c.n, line);
+    check(c.ratio < 1.02, "a step 2% or more slower fused (fused in L2)", c.tokens, c.k * 100000 + c.n, line);
+    fusedLogs += std::log(c.ratio);
+  }
+  check(std::exp(fusedLogs / double(std::size(kFusedInL2Step128H100))) < 1.0, "the fused steps' geometric mean not below 1",
+        static_cast<long long>(std::size(kFusedInL2Step128H100)), kSms, 0.0);
   if (failures > 0) {
     std::printf("%d of %ld checks failed\n", failures, checks);
     return 1;

@@ -454,6 +454,14 @@ bool pingPong3ForwardRule(const BsrPatternView& pattern, int64_t m, int sms, int
   return tc::pingPong3ForwardTileRule(width, m, lines, line, sms);
 }
 
+// Whether bsrLinearActivation at width 128 runs on the ping-pong tile fused (the dispatch's rule, pingPongTile128Rule).
+bool pingPong128ForwardRule(const BsrPatternView& pattern, int64_t m, int sms) {
+  const int64_t lines = pattern.blockRows;
+  if (lines <= 0) return false;
+  const double line = double(pattern.nnzBlocks) / double(lines) * pattern.blockWidth / 128;
+  return tc::pingPongTile128Rule(m, lines, line, sms, tc::PingPongProduct::kLinearActivation);
+}
+
 // What a product fuses into its staged epilogue, beside its output: Linear the activation's second output
 // (`activated`), Matmul the activation's backward through the next layer's pre-activation (`pre`, with the bias
 // gradient's column sums into `dbias`).
@@ -864,8 +872,10 @@ bool tcFusesActivation(DType dtype, const BsrPatternView& pattern, int64_t m) {
   if ((width != 64 && width != 128) || tc::tileDepth(tc::Op::Linear, pattern.blockHeight, pattern.blockWidth) < 64 ||
       !(squareBlocks(pattern) || tc::wgmmaShapeSupported(tc::Op::Linear, pattern.blockHeight, pattern.blockWidth)))
     return false;
-  // The three consumers' tile wins wherever its rule holds, Z in L2 or not (tc_kernels.h).
+  // The three consumers' tile wins wherever its rule holds, Z in L2 or not, and so does the 128-wide ping-pong tile
+  // where its rule takes the fused forward (tc_kernels.h, kFusedActivationMinShareOfL2).
   if (forced == 1 || pingPong3ForwardRule(pattern, m, device.sms, width)) return true;
+  if (width == 128 && pingPong128ForwardRule(pattern, m, device.sms)) return true;
   const double z = static_cast<double>(m) * static_cast<double>(pattern.rows) * static_cast<double>(dtypeSize(dtype));
   return z > tc::kFusedActivationMinShareOfL2 * device.l2Bytes;
 }

@@ -86,7 +86,7 @@ struct KernelArgs {
 // With 128x128 blocks, the persistent 128-token tile whose two consumer warpgroups take whole tiles in turn (each
 // one's epilogue during the other's products: bsrWgmmaPingPongKernel) wins when there are many tiles with short
 // reduction lines: at least kPingPongMinTilesPerSm tiles per SM and at most kPingPongMaxLine blocks per line on average
-// (plain dX below kWideTileMinTokens tokens: kPingPongDxMinTilesPerSm and kPingPongDxMaxLine; bsrLinearActivation:
+// (below kWideTileMinTokens tokens from kPingPongFewMinTilesPerSm, plain dX on lines of kPingPongDxMaxLine; bsrLinearActivation:
 // kPingPongForwardMaxLine128; pingPongTile128Rule).
 // With 64x64 blocks the ping-pong tile (kPingPongTile64Tokens per consumer) takes dX with the activation's backward in
 // its epilogue: at least kPingPongMinTilesPerSm tiles per SM, at most kPingPongBackwardMaxLine64 blocks per line; with
@@ -160,18 +160,19 @@ constexpr int kPingPongTileTokens = 128;
 constexpr int64_t kPingPongMinTilesPerSm = 2;
 constexpr double kPingPongMaxLine = 4.0;
 // Plain dX (bsrMatmul without the activation's backward) at width 128 with fewer than kWideTileMinTokens tokens, where
-// the alternative is the default tile of 128 tokens, takes the ping-pong tile from kPingPongDxMinTilesPerSm of its
+// the alternative is the default tile of 128 tokens, takes the ping-pong tile from kPingPongFewMinTilesPerSm of its
 // tiles per SM on lines of at most kPingPongDxMaxLine blocks. On an H100 (two runs, 256-2048 tokens, eight shapes from
 // 1024 x 1024 to 16384 -> 4096, densities 0.1-0.5) it took 0.75-0.99x the default tile's time in 47 of the 50 cases
 // this adds (1.9-15.5 tiles per SM, lines of 0.8-16 blocks; a geometric mean of 0.90 in each run) and 1.04-1.09x in
 // three (one pattern, 4096 -> 4096 at 2048 tokens and density 0.25, in both runs); on an H200 (two runs with the rule
 // in, 256-2048 tokens, ten shapes) 0.77-1.04x in the 49 cases it adds (geometric means 0.875 and 0.889). With a tile
 // per SM (0.97) it was mostly 1.00-1.08x on the H100, 0.87-1.17x on the H200; from 4096 tokens 0.98-1.18x (H100) and
-// 0.88-1.11x (H200) the 256-token wide tile's time on lines of 4-16. bsrLinear keeps kPingPongMaxLine: with 16 block
-// rows and lines of 6-16 blocks at 2048 tokens it took 1.04-1.10x the default tile's time on the H100
-// (benchmarks/results/gpu-nvidia-h100-80gb-hbm3/dx-ping-pong-128-2026-12-06.md,
-// gpu-nvidia-h200/few-tiles-dx-ping-pong-2026-12-06.md).
-constexpr double kPingPongDxMinTilesPerSm = 1.5;
+// 0.88-1.11x (H200) the 256-token wide tile's time on lines of 4-16. Plain bsrLinear takes it from as few tiles but
+// keeps kPingPongMaxLine: with 16 block rows and lines of 6-16 blocks at 2048 tokens it took 1.04-1.10x the default
+// tile's time on the H100 (benchmarks/results/gpu-nvidia-h100-80gb-hbm3/dx-ping-pong-128-2026-12-06.md,
+// gpu-nvidia-h200/few-tiles-dx-ping-pong-2026-12-06.md); with 1.5-2 tiles per SM on lines of at most 4 it took
+// 0.82-1.04x the default tile's (H100, 2026-12-07, 31 cases: kLinearFewTiles128H100 in kernels-cuda/test/tile_rules_host.cpp).
+constexpr double kPingPongFewMinTilesPerSm = 1.5;
 constexpr double kPingPongDxMaxLine = 16.0;
 constexpr int kPingPongTile64Tokens = 256;
 // kPingPong3Tile: three consumer warpgroups taking tiles of this many tokens in turn, so that two epilogues run beside
@@ -245,7 +246,10 @@ inline bool pingPong3ForwardTileRule(int width, int64_t m, int64_t lines, double
 // bsrLinearActivation (the activation in the forward's epilogue, writing Z and activation(Z)) on the wgmma tiles of
 // width 64 and 128 (besides kPingPong3ForwardMaxLine's rule) where Z's bytes exceed this share of L2: the separate
 // pass would then read Z back from device memory. On an H100 the tile the dispatch runs took 0.87-1.00x the product and the pass with Z of 33-134 MB (L2: 50 MB),
-// and 0.95-1.06x with Z of 12.6-16.8 MB, where the pass finds Z in L2; on an H200 0.98-1.00x at 8192 tokens.
+// and 0.95-1.06x with Z of 12.6-16.8 MB, where the pass finds Z in L2; on an H200 0.98-1.00x at 8192 tokens. Where
+// the 128-wide ping-pong tile's rule takes the fused forward (pingPongTile128Rule), it fuses whatever Z's size: there
+// the captured FFN step ran 0.97-1.00x its time with the pass on an H100 (2026-12-07, Z of 8.4-25 MB, 6 cases, two
+// rounds; kFusedInL2Step128H100 in kernels-cuda/test/tile_rules_host.cpp), and 0.96-0.99x on 6 other shapes.
 constexpr double kFusedActivationMinShareOfL2 = 0.5;
 // Set at 16 and 8 on an H200, where longer lines were not measured. On an H100 (2026-12-06, 2048-8192 tokens,
 // 2048 -> 8192 to 16384 -> 4096, densities 0.25 and 0.5) the fused ping-pong tile took 0.84-0.97x the time of dX and the
@@ -255,9 +259,8 @@ constexpr double kFusedActivationMinShareOfL2 = 0.5;
 constexpr double kPingPongBackwardMaxLine64 = 64.0;
 constexpr double kPingPongBackwardMaxLine128 = 16.0;
 // bsrLinearActivation at width 128 takes the ping-pong tile fused (`pingPongTile128Rule`) on lines of up to this many
-// blocks, with kPingPongMinTilesPerSm of its tiles per SM, where the fused forward is dispatched (Z above
-// kFusedActivationMinShareOfL2 of L2) and the three-consumer tile's rule (lines of at most kPingPong3ForwardMaxLine128)
-// does not take it first. Before, it ran on the wide or default tile fused, whose epilogue (Z and activation(Z): twice
+// blocks, with kPingPongMinTilesPerSm of its tiles per SM (fused whatever Z's size: kFusedActivationMinShareOfL2), where
+// the three-consumer tile's rule (lines of at most kPingPong3ForwardMaxLine128) does not take it first. Before, it ran on the wide or default tile fused, whose epilogue (Z and activation(Z): twice
 // a plain epilogue's stores) the CTA waits on; the ping-pong tile runs it beside the other consumer's products. In the
 // cases this takes it took 0.72-1.09x that route's time on an H100 (21 cases, 2048-8192 tokens, 2048 -> 8192 to
 // 4096 -> 16384, densities 0.1-0.5; geometric mean 0.93, 0.72-0.87x at 2048 tokens; the 1.09x few long lines, 8192 ->
@@ -269,8 +272,8 @@ constexpr double kPingPongForwardMaxLine128 = 16.0;
 enum class PingPongProduct { kLinear, kLinearActivation, kPlainDx, kDxBackward };
 // The 128-wide ping-pong tile (kPingPongTile): kPingPongMinTilesPerSm tiles of kPingPongTileTokens per SM on lines of
 // at most kPingPongMaxLine blocks (kPingPongForwardMaxLine128 with the activation fused, kPingPongBackwardMaxLine128
-// with its backward), and for plain dX below kWideTileMinTokens tokens also kPingPongDxMinTilesPerSm on lines of at
-// most kPingPongDxMaxLine.
+// with its backward), and below kWideTileMinTokens tokens also from kPingPongFewMinTilesPerSm: plain dX on lines of at
+// most kPingPongDxMaxLine, plain Linear of at most kPingPongMaxLine.
 inline bool pingPongTile128Rule(int64_t m, int64_t lines, double line, int sms, PingPongProduct product) {
   if (sms <= 0 || lines <= 0 || m <= 0) return false;
   const int64_t tiles = tileCount(m, kPingPongTileTokens, lines);
@@ -278,8 +281,9 @@ inline bool pingPongTile128Rule(int64_t m, int64_t lines, double line, int sms, 
                          : product == PingPongProduct::kDxBackward     ? kPingPongBackwardMaxLine128
                                                                        : kPingPongMaxLine;
   if (tiles >= kPingPongMinTilesPerSm * sms && line <= maxLine) return true;
-  return product == PingPongProduct::kPlainDx && m < kWideTileMinTokens &&
-         double(tiles) >= kPingPongDxMinTilesPerSm * sms && line <= kPingPongDxMaxLine;
+  if (m >= kWideTileMinTokens || double(tiles) < kPingPongFewMinTilesPerSm * sms) return false;
+  return (product == PingPongProduct::kPlainDx && line <= kPingPongDxMaxLine) ||
+         (product == PingPongProduct::kLinear && line <= kPingPongMaxLine);
 }
 constexpr int64_t kXResidentMaxSlab = 1024;
 // The dispatch takes the tile up to 1408 columns, where two consumers' rings still get three stages each (four stages
