@@ -13,4 +13,5 @@ it("test:browser says that CHROMIUM names no executable, rather than that none w
     expect(result.stderr).toContain(`CHROMIUM=${chromium} is not a file`);
     expect(result.stderr).not.toMatch(/^\s+at /m);
   }
-});
+  // Two Node processes, each loading the script's imports: seconds on a loaded machine, past vitest's 5 s default.
+}, 60_000);

@@ -67,7 +67,7 @@ describe.skipIf(cpuMissing)("thread count and instruction set", () => {
     expect(defaultCpuThreads()).toBe(3);
   });
 
-  it("when the system refuses threads, setCpuThreads keeps the previous count and throws a BackendError", () => {
+  it("when the system refuses threads, setCpuThreads keeps the previous count and throws a BackendError", { timeout: 60_000 }, () => {
     const addon = cpuBackend().addon;
     const previous = setCpuThreads(2);
     const setThreads = addon.setThreads.bind(addon);
@@ -166,7 +166,7 @@ describe.skipIf(cpuMissing)("thread count and instruction set", () => {
     }
   });
 
-  it("the addon says which setting was chosen: setIsa leaves the thread count unchosen, setThreads the instruction set", () => {
+  it("the addon says which setting was chosen: setIsa leaves the thread count unchosen, setThreads the instruction set", { timeout: 60_000 }, () => {
     const script = `
       const addon = require(${JSON.stringify(cpuBackend().addonPath)});
       const chosen = () => { const { threadsChosen, isaChosen, settingsChosen } = addon.buildInfo(); return { threadsChosen, isaChosen, settingsChosen }; };
@@ -381,7 +381,7 @@ describe.skipIf(cpuMissing)("the addon checks its arguments before any kernel ru
     compute().bsrMatmulF32(columnArgs);
   });
 
-  it("a pattern getter that detaches an array already passed is a ShapeError, not a read of freed memory", () => {
+  it("a pattern getter that detaches an array already passed is a ShapeError, not a read of freed memory", { timeout: 60_000 }, () => {
     // The addon took each array's data before reading the pattern, whose getters run JavaScript: a getter that detached
     // x (or an index array) left the kernel on freed memory, and the process died (SIGSEGV). A child runs it for that.
     const script = `
