@@ -442,24 +442,27 @@ bool xResidentRule(tc::Op op, const BsrPatternView& pattern, int64_t m, int sms)
   return weight >= tc::kXResidentMinWeightPerSlab * 64.0 * double(slab);
 }
 
+// bsrLinearActivation's line on the wgmma tiles of `width`: W's blocks per block row, counted in blocks of the square's
+// depth (a rectangle's blocks of blockWidth columns against the tile's `width`).
+double forwardLine(const BsrPatternView& pattern, int width) {
+  return double(pattern.nnzBlocks) / double(pattern.blockRows) * pattern.blockWidth / width;
+}
+
 // Whether bsrLinearActivation takes the three-consumer ping-pong tile (kPingPong3Tile) under the default options on a
 // wgmma device with `sms` SMs (tc_kernels.h's rules), for a pattern on the wgmma tiles of `width` (the squares of 64 and
 // 128 and the rectangles on their tiles, 64 or more deep; the callers check that), lines counted in blocks of the
 // square's depth. Width 64: enough 256-token tiles for the ping-pong tiles' rule, lines of at most
 // kPingPong3ForwardMaxLine blocks; width 128: a 64-token tile per SM, lines of at most kPingPong3ForwardMaxLine128.
 bool pingPong3ForwardRule(const BsrPatternView& pattern, int64_t m, int sms, int width) {
-  const int64_t lines = pattern.blockRows;
-  if (lines <= 0) return false;
-  const double line = double(pattern.nnzBlocks) / double(lines) * pattern.blockWidth / width;
-  return tc::pingPong3ForwardTileRule(width, m, lines, line, sms);
+  if (pattern.blockRows <= 0) return false;
+  return tc::pingPong3ForwardTileRule(width, m, pattern.blockRows, forwardLine(pattern, width), sms);
 }
 
 // Whether bsrLinearActivation at width 128 runs on the ping-pong tile fused (the dispatch's rule, pingPongTile128Rule).
 bool pingPong128ForwardRule(const BsrPatternView& pattern, int64_t m, int sms) {
-  const int64_t lines = pattern.blockRows;
-  if (lines <= 0) return false;
-  const double line = double(pattern.nnzBlocks) / double(lines) * pattern.blockWidth / 128;
-  return tc::pingPongTile128Rule(m, lines, line, sms, tc::PingPongProduct::kLinearActivation);
+  if (pattern.blockRows <= 0) return false;
+  return tc::pingPongTile128Rule(m, pattern.blockRows, forwardLine(pattern, 128), sms,
+                                 tc::PingPongProduct::kLinearActivation);
 }
 
 // What a product fuses into its staged epilogue, beside its output: Linear the activation's second output
