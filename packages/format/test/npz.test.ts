@@ -465,8 +465,7 @@ describe("huge declared sizes inside a small archive", () => {
     expect(Array.from(decodeScipyNpz(archive({ "format.npy": npy("|S100000", "()", padded) })).toDense())).toEqual(SCIPY_DENSE);
   });
 
-  // A child process compiling TypeScript through tsx: seconds on a loaded machine.
-  it("refuses a shape.npy of millions of dimensions in a 64 MB heap (copying them out as BigInts ran the process out of memory)", { timeout: 60_000 }, async () => {
+  it("refuses a shape.npy of millions of dimensions in a 64 MB heap (copying them out as BigInts ran the process out of memory)", async () => {
     const dimensions = 4_000_000;
     const members: Record<string, Uint8Array> = unzipSync(archive());
     members["shape.npy"] = npy("<i8", `(${dimensions},)`, new Uint8Array(8 * dimensions));
