@@ -1069,7 +1069,7 @@ int main() {
     const double line = c.density * double(c.k / 128);
     const double zBytes = double(c.tokens) * double(c.n) * 2;
     check(pingPongTile128Rule(c.tokens, lines, line, kSms, PingPongProduct::kLinearActivation) &&
-              zBytes <= bs::tc::kFusedActivationMinShareOfL2 * kH100L2Bytes,
+              c.tokens < bs::tc::kWideTileMinTokens && zBytes <= bs::tc::kFusedActivationMinShareOfL2 * kH100L2Bytes,
           "a measured step outside the rule, or Z past half of L2 (fused in L2)", c.tokens, c.k * 100000 + c.n, line);
     check(c.ratio < 1.02, "a step 2% or more slower fused (fused in L2)", c.tokens, c.k * 100000 + c.n, line);
     fusedLogs += std::log(c.ratio);

@@ -876,9 +876,10 @@ bool tcFusesActivation(DType dtype, const BsrPatternView& pattern, int64_t m) {
       !(squareBlocks(pattern) || tc::wgmmaShapeSupported(tc::Op::Linear, pattern.blockHeight, pattern.blockWidth)))
     return false;
   // The three consumers' tile wins wherever its rule holds, Z in L2 or not, and so does the 128-wide ping-pong tile
-  // where its rule takes the fused forward (tc_kernels.h, kFusedActivationMinShareOfL2).
+  // where its rule takes the fused forward below kWideTileMinTokens tokens, where it was measured (tc_kernels.h,
+  // kFusedActivationMinShareOfL2).
   if (forced == 1 || pingPong3ForwardRule(pattern, m, device.sms, width)) return true;
-  if (width == 128 && pingPong128ForwardRule(pattern, m, device.sms)) return true;
+  if (width == 128 && m < tc::kWideTileMinTokens && pingPong128ForwardRule(pattern, m, device.sms)) return true;
   const double z = static_cast<double>(m) * static_cast<double>(pattern.rows) * static_cast<double>(dtypeSize(dtype));
   return z > tc::kFusedActivationMinShareOfL2 * device.l2Bytes;
 }

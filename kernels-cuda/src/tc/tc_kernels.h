@@ -247,9 +247,11 @@ inline bool pingPong3ForwardTileRule(int width, int64_t m, int64_t lines, double
 // width 64 and 128 (besides kPingPong3ForwardMaxLine's rule) where Z's bytes exceed this share of L2: the separate
 // pass would then read Z back from device memory. On an H100 the tile the dispatch runs took 0.87-1.00x the product and the pass with Z of 33-134 MB (L2: 50 MB),
 // and 0.95-1.06x with Z of 12.6-16.8 MB, where the pass finds Z in L2; on an H200 0.98-1.00x at 8192 tokens. Where
-// the 128-wide ping-pong tile's rule takes the fused forward (pingPongTile128Rule), it fuses whatever Z's size: there
-// the captured FFN step ran 0.97-1.00x its time with the pass on an H100 (2026-12-07, Z of 8.4-25 MB, 6 cases, two
-// rounds; kFusedInL2Step128H100 in kernels-cuda/test/tile_rules_host.cpp), and 0.96-0.99x on 6 other shapes.
+// the 128-wide ping-pong tile's rule takes the fused forward (pingPongTile128Rule) below kWideTileMinTokens tokens, it
+// fuses whatever Z's size: there the captured FFN step ran 0.97-1.00x its time with the pass on an H100 (2026-12-07,
+// 1024 and 2048 tokens, Z of 8.4-25 MB, 6 cases, two rounds; kFusedInL2Step128H100 in
+// kernels-cuda/test/tile_rules_host.cpp), and 0.96-0.99x on 6 other shapes at 512-2048 tokens. From 4096 tokens Z
+// fits in half of L2 only under about 3200 columns, and that band was not timed: it keeps the pass.
 constexpr double kFusedActivationMinShareOfL2 = 0.5;
 // Set at 16 and 8 on an H200, where longer lines were not measured. On an H100 (2026-12-06, 2048-8192 tokens,
 // 2048 -> 8192 to 16384 -> 4096, densities 0.25 and 0.5) the fused ping-pong tile took 0.84-0.97x the time of dX and the
@@ -259,7 +261,8 @@ constexpr double kFusedActivationMinShareOfL2 = 0.5;
 constexpr double kPingPongBackwardMaxLine64 = 64.0;
 constexpr double kPingPongBackwardMaxLine128 = 16.0;
 // bsrLinearActivation at width 128 takes the ping-pong tile fused (`pingPongTile128Rule`) on lines of up to this many
-// blocks, with kPingPongMinTilesPerSm of its tiles per SM (fused whatever Z's size: kFusedActivationMinShareOfL2), where
+// blocks, with kPingPongMinTilesPerSm of its tiles per SM (below kWideTileMinTokens fused whatever Z's size:
+// kFusedActivationMinShareOfL2), where
 // the three-consumer tile's rule (lines of at most kPingPong3ForwardMaxLine128) does not take it first. Before, it ran on the wide or default tile fused, whose epilogue (Z and activation(Z): twice
 // a plain epilogue's stores) the CTA waits on; the ping-pong tile runs it beside the other consumer's products. In the
 // cases this takes it took 0.72-1.09x that route's time on an H100 (21 cases, 2048-8192 tokens, 2048 -> 8192 to
