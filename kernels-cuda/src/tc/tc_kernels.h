@@ -86,7 +86,8 @@ struct KernelArgs {
 // With 128x128 blocks, the persistent 128-token tile whose two consumer warpgroups take whole tiles in turn (each
 // one's epilogue during the other's products: bsrWgmmaPingPongKernel) wins when there are many tiles with short
 // reduction lines: at least kPingPongMinTilesPerSm tiles per SM and at most kPingPongMaxLine blocks per line on average
-// (below kWideTileMinTokens tokens from kPingPongFewMinTilesPerSm, plain dX on lines of kPingPongDxMaxLine; bsrLinearActivation:
+// (below kWideTileMinTokens tokens from kPingPongFewMinTilesPerSm, plain dX on lines of kPingPongDxMaxLine and plain
+// Linear of kPingPongMaxLine; bsrLinearActivation:
 // kPingPongForwardMaxLine128; pingPongTile128Rule).
 // With 64x64 blocks the ping-pong tile (kPingPongTile64Tokens per consumer) takes dX with the activation's backward in
 // its epilogue: at least kPingPongMinTilesPerSm tiles per SM, at most kPingPongBackwardMaxLine64 blocks per line; with
