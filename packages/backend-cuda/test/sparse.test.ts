@@ -670,9 +670,11 @@ describe.skipIf(cudaMissing)("block-sparse kernels on cuda against float64 math"
     { block: [32, 64], m: 1000, shapes: [[256, 512]] },
     { block: [128, 128], m: 1000, shapes: [[1280, 3200]], sampled: true },
   ] as const;
-  test("64x64, 128x128 and the rectangles of sides 32-128 over many tiles with short lines (the persistent, ping-pong, wide and default wgmma tiles), half precision, against float64", () => {
-    const next = random(4242);
-    for (const dtype of ["bfloat16", "float16"] as const) {
+  // One test per dtype, so that the suite's parallel parts (benchmarks/scripts/gpu-tests.sh) can take them apart: each
+  // takes minutes of float64 references.
+  test.each(["bfloat16", "float16"] as const)("64x64, 128x128 and the rectangles of sides 32-128 over many tiles with short lines (the persistent, ping-pong, wide and default wgmma tiles), against float64 (%s)", (dtype) => {
+    const next = random(dtype === "bfloat16" ? 4242 : 4243);
+    {
       for (const entry of SHORT_LINES) {
         const { block: [br, bc], m, shapes } = entry;
         for (const [rows, cols] of shapes) {
