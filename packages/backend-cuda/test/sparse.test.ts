@@ -674,94 +674,92 @@ describe.skipIf(cudaMissing)("block-sparse kernels on cuda against float64 math"
   // takes minutes of float64 references.
   test.each(["bfloat16", "float16"] as const)("64x64, 128x128 and the rectangles of sides 32-128 over many tiles with short lines (the persistent, ping-pong, wide and default wgmma tiles), against float64 (%s)", (dtype) => {
     const next = random(dtype === "bfloat16" ? 4242 : 4243);
-    {
-      for (const entry of SHORT_LINES) {
-        const { block: [br, bc], m, shapes } = entry;
-        for (const [rows, cols] of shapes) {
-          const pattern = BsrPattern.random([rows, cols], { blockShape: [br, bc], density: 0.5, seed: rows + br + bc + 7 });
-          const { blockRow, blockCol } = pattern.coordinates;
-          // The float64 references of the squares cover every token. Those of the rectangles, to keep the test's time,
-          // a sample: two random tokens of every eight (every warp's row group of every tile is in it, a different
-          // lane's rows each time). dW covers every fourth block; the fused outputs are compared with the unfused ones
-          // on every element.
-          const tokens: number[] = [];
-          if (br === bc && !("sampled" in entry)) for (let i = 0; i < m; i++) tokens.push(i);
-          else
-            for (let i0 = 0; i0 < m; i0 += 8) {
-              const a = i0 + Math.floor(next() * Math.min(8, m - i0));
-              const b = i0 + Math.floor(next() * Math.min(8, m - i0));
-              tokens.push(...new Set([Math.min(a, b), Math.max(a, b)]));
-            }
-          const pick = (data: ArrayLike<number>, width: number) => pickTokens(data, tokens, width);
-          tidy(() => {
-            const values = randomTensor(next, [pattern.nnzBlocks, br, bc], dtype);
-            const bias = randomTensor(next, [rows], dtype);
-            const x = randomTensor(next, [m, cols], dtype);
-            const dy = randomTensor(next, [m, rows], dtype);
-            const xs = x.values, gs = dy.values;
-            const { yRef, dxRef } = sampledProducts(pattern, values.values, bias.values, xs, gs, tokens);
-            const y = bsrLinear(x.t, values.t, pattern, bias.t).dataSync();
-            expectClose(pick(y, rows), yRef, dtype, `bsrLinear ${rows}x${cols} ${br}x${bc} ${dtype}`);
-            const dx = bsrMatmul(dy.t, values.t, pattern);
-            expectClose(pick(dx.dataSync(), cols), dxRef, dtype, `bsrMatmul ${rows}x${cols} ${br}x${bc} ${dtype}`);
-            // With an activation (one addon call): the pre-activation is bsrLinear's output bit for bit, the activation
-            // the activation pass's over it, and both match float64.
-            for (const activation of ["relu", "gelu", "gelu_tanh"] as const) {
-              const what = `bsrLinearActivation ${rows}x${cols} ${br}x${bc} ${dtype} ${activation}`;
-              const [a, z] = runKernel("BsrLinearActivation", { x: x.t, values: values.t, bias: bias.t }, { pattern, activation });
-              const zs = z.dataSync();
-              const as = a.dataSync();
-              for (let i = 0; i < y.length; i++) if (zs[i] !== y[i]) expect.fail(`${what}: z[${i}] is ${zs[i]}, bsrLinear gave ${y[i]}`);
-              const pass = biasActivation(z, null, activation).dataSync();
-              for (let i = 0; i < pass.length; i++) if (as[i] !== pass[i]) expect.fail(`${what}: a[${i}] is ${as[i]}, the activation pass gave ${pass[i]}`);
-              expectClose(pick(as, rows), yRef.map(ACTIVATIONS[activation]), dtype, what);
-            }
-            // dX taken on through the activation of the layer before (dX's epilogue on these tiles): dpre against
-            // float64 and the unfused pair (bsrMatmul, then the activation backward; every element), dbias against the
-            // column sums in float64 of the float64 dpre where it covers every token, else of the unfused pair's.
-            const pre = randomTensor(next, [m, cols], dtype);
-            const preSample = pick(pre.values, cols);
-            for (const activation of ["relu", "gelu", "gelu_tanh"] as const) {
-              const what = `bsrMatmulActivationBackward ${rows}x${cols} ${br}x${bc} ${dtype} ${activation}`;
-              const [dpre, dbias] = bsrMatmulActivationBackward(dy.t, values.t, pattern, pre.t, activation);
-              const dpreRef = dxRef.map((g, i) => g * DERIVATIVES[activation](preSample[i]));
-              const dpres = dpre.dataSync();
-              expectClose(pick(dpres, cols), dpreRef, dtype, what);
-              const unfused = biasActivationBackward(dx, pre.t, null, activation)[0].dataSync();
-              expectClose(dpres, unfused, dtype, `${what} against the unfused pair`);
-              const dbiasRef = new Float64Array(cols);
-              const summed = tokens.length === m ? dpreRef : unfused;
-              for (let i = 0; i < summed.length; i++) dbiasRef[i % cols] += summed[i];
-              expectClose(dbias.dataSync(), dbiasRef, dtype, `${what} dbias`);
-            }
-            // dW on the block kernels (the dense route would take these densities): tiles of 128 rows of blocks, the
-            // tokens split at 4100. Every fourth block (and the last) against float64 over all tokens.
-            const backend = useCuda();
-            const previous = backend.setDenseSampledMode("never");
-            try {
-              const dw = sampledMatmul(dy.t, x.t, pattern).dataSync();
-              const blocks: number[] = [];
-              for (let p = 0; p < pattern.nnzBlocks; p += 4) blocks.push(p);
-              if (blocks.at(-1) !== pattern.nnzBlocks - 1) blocks.push(pattern.nnzBlocks - 1);
-              const size = br * bc;
-              const dwRef = new Float64Array(blocks.length * size);
-              const dwPicked = new Float64Array(blocks.length * size);
-              blocks.forEach((p, k) => {
-                for (let e = 0; e < size; e++) dwPicked[k * size + e] = dw[p * size + e];
-                const rowBase = blockRow[p] * br, colBase = blockCol[p] * bc;
-                for (let i = 0; i < m; i++)
-                  for (let r = 0; r < br; r++) {
-                    const g = gs[i * rows + rowBase + r];
-                    const at = k * size + r * bc;
-                    for (let c = 0; c < bc; c++) dwRef[at + c] += g * xs[i * cols + colBase + c];
-                  }
-              });
-              expectClose(dwPicked, dwRef, dtype, `sampledMatmul ${rows}x${cols} ${br}x${bc} ${dtype}`);
-            } finally {
-              backend.setDenseSampledMode(previous);
-            }
-          });
-        }
+    for (const entry of SHORT_LINES) {
+      const { block: [br, bc], m, shapes } = entry;
+      for (const [rows, cols] of shapes) {
+        const pattern = BsrPattern.random([rows, cols], { blockShape: [br, bc], density: 0.5, seed: rows + br + bc + 7 });
+        const { blockRow, blockCol } = pattern.coordinates;
+        // The float64 references of the squares cover every token. Those of the rectangles, to keep the test's time,
+        // a sample: two random tokens of every eight (every warp's row group of every tile is in it, a different
+        // lane's rows each time). dW covers every fourth block; the fused outputs are compared with the unfused ones
+        // on every element.
+        const tokens: number[] = [];
+        if (br === bc && !("sampled" in entry)) for (let i = 0; i < m; i++) tokens.push(i);
+        else
+          for (let i0 = 0; i0 < m; i0 += 8) {
+            const a = i0 + Math.floor(next() * Math.min(8, m - i0));
+            const b = i0 + Math.floor(next() * Math.min(8, m - i0));
+            tokens.push(...new Set([Math.min(a, b), Math.max(a, b)]));
+          }
+        const pick = (data: ArrayLike<number>, width: number) => pickTokens(data, tokens, width);
+        tidy(() => {
+          const values = randomTensor(next, [pattern.nnzBlocks, br, bc], dtype);
+          const bias = randomTensor(next, [rows], dtype);
+          const x = randomTensor(next, [m, cols], dtype);
+          const dy = randomTensor(next, [m, rows], dtype);
+          const xs = x.values, gs = dy.values;
+          const { yRef, dxRef } = sampledProducts(pattern, values.values, bias.values, xs, gs, tokens);
+          const y = bsrLinear(x.t, values.t, pattern, bias.t).dataSync();
+          expectClose(pick(y, rows), yRef, dtype, `bsrLinear ${rows}x${cols} ${br}x${bc} ${dtype}`);
+          const dx = bsrMatmul(dy.t, values.t, pattern);
+          expectClose(pick(dx.dataSync(), cols), dxRef, dtype, `bsrMatmul ${rows}x${cols} ${br}x${bc} ${dtype}`);
+          // With an activation (one addon call): the pre-activation is bsrLinear's output bit for bit, the activation
+          // the activation pass's over it, and both match float64.
+          for (const activation of ["relu", "gelu", "gelu_tanh"] as const) {
+            const what = `bsrLinearActivation ${rows}x${cols} ${br}x${bc} ${dtype} ${activation}`;
+            const [a, z] = runKernel("BsrLinearActivation", { x: x.t, values: values.t, bias: bias.t }, { pattern, activation });
+            const zs = z.dataSync();
+            const as = a.dataSync();
+            for (let i = 0; i < y.length; i++) if (zs[i] !== y[i]) expect.fail(`${what}: z[${i}] is ${zs[i]}, bsrLinear gave ${y[i]}`);
+            const pass = biasActivation(z, null, activation).dataSync();
+            for (let i = 0; i < pass.length; i++) if (as[i] !== pass[i]) expect.fail(`${what}: a[${i}] is ${as[i]}, the activation pass gave ${pass[i]}`);
+            expectClose(pick(as, rows), yRef.map(ACTIVATIONS[activation]), dtype, what);
+          }
+          // dX taken on through the activation of the layer before (dX's epilogue on these tiles): dpre against
+          // float64 and the unfused pair (bsrMatmul, then the activation backward; every element), dbias against the
+          // column sums in float64 of the float64 dpre where it covers every token, else of the unfused pair's.
+          const pre = randomTensor(next, [m, cols], dtype);
+          const preSample = pick(pre.values, cols);
+          for (const activation of ["relu", "gelu", "gelu_tanh"] as const) {
+            const what = `bsrMatmulActivationBackward ${rows}x${cols} ${br}x${bc} ${dtype} ${activation}`;
+            const [dpre, dbias] = bsrMatmulActivationBackward(dy.t, values.t, pattern, pre.t, activation);
+            const dpreRef = dxRef.map((g, i) => g * DERIVATIVES[activation](preSample[i]));
+            const dpres = dpre.dataSync();
+            expectClose(pick(dpres, cols), dpreRef, dtype, what);
+            const unfused = biasActivationBackward(dx, pre.t, null, activation)[0].dataSync();
+            expectClose(dpres, unfused, dtype, `${what} against the unfused pair`);
+            const dbiasRef = new Float64Array(cols);
+            const summed = tokens.length === m ? dpreRef : unfused;
+            for (let i = 0; i < summed.length; i++) dbiasRef[i % cols] += summed[i];
+            expectClose(dbias.dataSync(), dbiasRef, dtype, `${what} dbias`);
+          }
+          // dW on the block kernels (the dense route would take these densities): tiles of 128 rows of blocks, the
+          // tokens split at 4100. Every fourth block (and the last) against float64 over all tokens.
+          const backend = useCuda();
+          const previous = backend.setDenseSampledMode("never");
+          try {
+            const dw = sampledMatmul(dy.t, x.t, pattern).dataSync();
+            const blocks: number[] = [];
+            for (let p = 0; p < pattern.nnzBlocks; p += 4) blocks.push(p);
+            if (blocks.at(-1) !== pattern.nnzBlocks - 1) blocks.push(pattern.nnzBlocks - 1);
+            const size = br * bc;
+            const dwRef = new Float64Array(blocks.length * size);
+            const dwPicked = new Float64Array(blocks.length * size);
+            blocks.forEach((p, k) => {
+              for (let e = 0; e < size; e++) dwPicked[k * size + e] = dw[p * size + e];
+              const rowBase = blockRow[p] * br, colBase = blockCol[p] * bc;
+              for (let i = 0; i < m; i++)
+                for (let r = 0; r < br; r++) {
+                  const g = gs[i * rows + rowBase + r];
+                  const at = k * size + r * bc;
+                  for (let c = 0; c < bc; c++) dwRef[at + c] += g * xs[i * cols + colBase + c];
+                }
+            });
+            expectClose(dwPicked, dwRef, dtype, `sampledMatmul ${rows}x${cols} ${br}x${bc} ${dtype}`);
+          } finally {
+            backend.setDenseSampledMode(previous);
+          }
+        });
       }
     }
   }, 480_000);
