@@ -3,10 +3,10 @@ import type { FloatDType } from "@blocksparse/core";
 import type { GenerateOptions } from "@blocksparse/models";
 import { BACKEND_FLAG, type CliSpec, densities as densityList, DTYPE_FLAG, FlagError, flagItems, outputDirectory, parseFlags, positiveInteger, positiveIntegers as numbers } from "./flags";
 
-/** Hugging Face's GPT-2 sizes. */
 /** GPT-2's position table (every size's n_positions). */
 export const N_POSITIONS = 1024;
 
+/** Hugging Face's GPT-2 sizes. */
 export const SIZES: Record<string, { n_embd: number; n_layer: number; n_head: number }> = {
   small: { n_embd: 768, n_layer: 12, n_head: 12 },
   medium: { n_embd: 1024, n_layer: 24, n_head: 16 },
