@@ -458,13 +458,6 @@ bool pingPong3ForwardRule(const BsrPatternView& pattern, int64_t m, int sms, int
   return tc::pingPong3ForwardTileRule(width, m, pattern.blockRows, forwardLine(pattern, width), sms);
 }
 
-// Whether bsrLinearActivation at width 128 runs on the ping-pong tile fused (the dispatch's rule, pingPongTile128Rule).
-bool pingPong128ForwardRule(const BsrPatternView& pattern, int64_t m, int sms) {
-  if (pattern.blockRows <= 0) return false;
-  return tc::pingPongTile128Rule(m, pattern.blockRows, forwardLine(pattern, 128), sms,
-                                 tc::PingPongProduct::kLinearActivation);
-}
-
 // What a product fuses into its staged epilogue, beside its output: Linear the activation's second output
 // (`activated`), Matmul the activation's backward through the next layer's pre-activation (`pre`, with the bias
 // gradient's column sums into `dbias`).
@@ -875,11 +868,10 @@ bool tcFusesActivation(DType dtype, const BsrPatternView& pattern, int64_t m) {
   if ((width != 64 && width != 128) || tc::tileDepth(tc::Op::Linear, pattern.blockHeight, pattern.blockWidth) < 64 ||
       !(squareBlocks(pattern) || tc::wgmmaShapeSupported(tc::Op::Linear, pattern.blockHeight, pattern.blockWidth)))
     return false;
-  // The three consumers' tile wins wherever its rule holds, Z in L2 or not, and so does the 128-wide ping-pong tile
-  // where its rule takes the fused forward below kWideTileMinTokens tokens, where it was measured (tc_kernels.h,
-  // kFusedActivationMinShareOfL2).
+  // The three consumers' tile wins wherever its rule holds, Z in L2 or not, and every 128-wide tile below
+  // kWideTileMinTokens tokens (tc_kernels.h, fusedForward128Rule).
   if (forced == 1 || pingPong3ForwardRule(pattern, m, device.sms, width)) return true;
-  if (width == 128 && m < tc::kWideTileMinTokens && pingPong128ForwardRule(pattern, m, device.sms)) return true;
+  if (width == 128 && tc::fusedForward128Rule(m)) return true;
   const double z = static_cast<double>(m) * static_cast<double>(pattern.rows) * static_cast<double>(dtypeSize(dtype));
   return z > tc::kFusedActivationMinShareOfL2 * device.l2Bytes;
 }

@@ -127,9 +127,8 @@ bool tcTakesXResident(tc::Op op, DType dtype, const BsrPatternView& pattern, int
 // Whether the default options write bsrLinearActivation's activation from the tile's epilogue (tcBsrLinearActivation)
 // rather than run the product and then the activation pass, for more than kDecodeMaxTokens tokens: on the X-resident
 // tile, on the three-consumer tiles where their forward rule holds (pingPong3ForwardTileRule: short lines, or fewer
-// tiles than SMs), on the 128-wide ping-pong tile below kWideTileMinTokens where its rule takes the fused forward
-// (pingPongTile128Rule), and on the wgmma tiles of width 64 and 128 where Z outgrows kFusedActivationMinShareOfL2 of L2
-// (tc_kernels.h).
+// tiles than SMs), on every 128-wide tile below kWideTileMinTokens tokens (fusedForward128Rule), and on the wgmma tiles
+// of width 64 and 128 where Z outgrows kFusedActivationMinShareOfL2 of L2 (tc_kernels.h).
 bool tcFusesActivation(DType dtype, const BsrPatternView& pattern, int64_t m);
 // The blocks each SM walks for bsrLinear / bsrMatmul (op) on mma.sync's tile (128-token tiles x lines, each line split
 // into runs as the dispatch's rule splits it) on the current device: a CTA's blocks, times the CTAs per SM past one.

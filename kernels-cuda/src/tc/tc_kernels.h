@@ -247,13 +247,17 @@ inline bool pingPong3ForwardTileRule(int width, int64_t m, int64_t lines, double
 // bsrLinearActivation (the activation in the forward's epilogue, writing Z and activation(Z)) on the wgmma tiles of
 // width 64 and 128 (besides kPingPong3ForwardMaxLine's rule) where Z's bytes exceed this share of L2: the separate
 // pass would then read Z back from device memory. On an H100 the tile the dispatch runs took 0.87-1.00x the product and the pass with Z of 33-134 MB (L2: 50 MB),
-// and 0.95-1.06x with Z of 12.6-16.8 MB, where the pass finds Z in L2; on an H200 0.98-1.00x at 8192 tokens. Where
-// the 128-wide ping-pong tile's rule takes the fused forward (pingPongTile128Rule) below kWideTileMinTokens tokens, it
-// fuses whatever Z's size: there the captured FFN step ran 0.97-1.00x its time with the pass on an H100 (2026-12-07,
-// 1024 and 2048 tokens, Z of 8.4-25 MB, 6 cases, two rounds; kFusedInL2Step128H100 in
-// kernels-cuda/test/tile_rules_host.cpp), and 0.96-0.99x on 6 other shapes at 512-2048 tokens. From 4096 tokens Z
-// fits in half of L2 only under about 3200 columns, and that band was not timed: it keeps the pass.
+// and 0.95-1.06x with Z of 12.6-16.8 MB, where the pass finds Z in L2; on an H200 0.98-1.00x at 8192 tokens. At width
+// 128 below kWideTileMinTokens tokens it fuses whatever Z's size (fusedForward128Rule, below).
 constexpr double kFusedActivationMinShareOfL2 = 0.5;
+// bsrLinearActivation at width 128 fuses the activation into the epilogue of whichever tile takes it below
+// kWideTileMinTokens tokens, whatever Z's size. The captured FFN step (ffn.ts --graph, 128x128 blocks, two rounds,
+// alternating) on an H100, 2026-12-07, over the product then the pass: 0.97-1.00x on 6 cases of the ping-pong tile's rule
+// with Z inside half of L2 (1024 and 2048 tokens; kFusedInL2Step128H100 in kernels-cuda/test/tile_rules_host.cpp) and
+// 0.96-0.99x on 6 other shapes at 512-2048 tokens; then 0.975-1.003x (geometric mean 0.987) on 14 cases no rule fused
+// before, 256-1024 tokens, 0.97-1.94 tiles of 128 tokens per SM, lines of 6.4-32 blocks (kFusedBelowWide128StepH100).
+// From 4096 tokens Z fits in half of L2 only under about 3200 columns, and that band was not timed: it keeps the pass.
+constexpr bool fusedForward128Rule(int64_t tokens) { return tokens < kWideTileMinTokens; }
 // Set at 16 and 8 on an H200, where longer lines were not measured. On an H100 (2026-12-06, 2048-8192 tokens,
 // 2048 -> 8192 to 16384 -> 4096, densities 0.25 and 0.5) the fused ping-pong tile took 0.84-0.97x the time of dX and the
 // pass on the tiles the rules ran them on at 64x64 on lines of 32-64 blocks, and 0.79-0.94x at 128x128 on lines of 16
@@ -263,7 +267,7 @@ constexpr double kPingPongBackwardMaxLine64 = 64.0;
 constexpr double kPingPongBackwardMaxLine128 = 16.0;
 // bsrLinearActivation at width 128 takes the ping-pong tile fused (`pingPongTile128Rule`) on lines of up to this many
 // blocks, with kPingPongMinTilesPerSm of its tiles per SM (below kWideTileMinTokens fused whatever Z's size:
-// kFusedActivationMinShareOfL2), where
+// fusedForward128Rule), where
 // the three-consumer tile's rule (lines of at most kPingPong3ForwardMaxLine128) does not take it first. Before, it ran on the wide or default tile fused, whose epilogue (Z and activation(Z): twice
 // a plain epilogue's stores) the CTA waits on; the ping-pong tile runs it beside the other consumer's products. In the
 // cases this takes it took 0.72-1.09x that route's time on an H100 (21 cases, 2048-8192 tokens, 2048 -> 8192 to
