@@ -256,7 +256,8 @@ constexpr double kFusedActivationMinShareOfL2 = 0.5;
 // with Z inside half of L2 (1024 and 2048 tokens; kFusedInL2Step128H100 in kernels-cuda/test/tile_rules_host.cpp) and
 // 0.96-0.99x on 6 other shapes at 512-2048 tokens; then 0.975-1.003x (geometric mean 0.987) on 14 cases no rule fused
 // before, 256-1024 tokens, 0.97-1.94 tiles of 128 tokens per SM, lines of 6.4-32 blocks (kFusedBelowWide128StepH100).
-// From 4096 tokens Z fits in half of L2 only under about 3200 columns, and that band was not timed: it keeps the pass.
+// Not timed: the H200, and the rectangles of width 128 (128x64, on the same tiles). From 4096 tokens Z fits in half of
+// L2 only under about 3200 columns, and that band was not timed: it keeps the pass.
 constexpr bool fusedForward128Rule(int64_t tokens) { return tokens < kWideTileMinTokens; }
 // Set at 16 and 8 on an H200, where longer lines were not measured. On an H100 (2026-12-06, 2048-8192 tokens,
 // 2048 -> 8192 to 16384 -> 4096, densities 0.25 and 0.5) the fused ping-pong tile took 0.84-0.97x the time of dX and the
