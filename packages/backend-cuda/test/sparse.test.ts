@@ -966,14 +966,18 @@ describe.skipIf(cudaMissing)("block-sparse kernels on cuda against float64 math"
 
   // The same at 128 wide on either side of kPingPong3ForwardMaxLine128: lines of 4 blocks of 128 deep (128x128 at
   // density 0.5 over 1024 columns; 128x64 at 0.25 over 2048, 8 blocks of 64 deep) take three consumers of 64 tokens
-  // fused; lines of about 7 (128x128 at 0.5 over 2048 columns) the two-consumer tiles. 2085 tokens (a last 64-token tile of
-  // 37), block rows and columns left empty.
+  // fused; lines of about 7 (128x128 at 0.5 over 2048 columns) the two-consumer tiles (the ping-pong tile, with 2 or more
+  // of its tiles per SM). 8 block rows of about 7 blocks (1024 x 2048 at 0.5) or 19 (1024 x 4096 at 0.6), about one
+  // ping-pong tile per SM on the GPUs measured: the default 128-token tile, fused there since fusedForward128Rule (any
+  // 128-wide tile below 4096 tokens). 2085 tokens (a last 64-token tile of 37), block rows and columns left empty.
   const FUSED_FORWARD_LINES_128 = [
     { rows: 2048, cols: 1024, block: [128, 128], density: 0.5 },
     { rows: 2048, cols: 2048, block: [128, 64], density: 0.25 },
     { rows: 2048, cols: 2048, block: [128, 128], density: 0.5 },
+    { rows: 1024, cols: 2048, block: [128, 128], density: 0.5 },
+    { rows: 1024, cols: 4096, block: [128, 128], density: 0.6 },
   ] as const;
-  test("bsrLinearActivation at 128 wide on lines of 4 blocks (three consumers of 64 tokens) and of 7, empty lines, partial token tiles, half precision, against float64 and the pass", () => {
+  test("bsrLinearActivation at 128 wide on lines of 4 blocks (three consumers of 64 tokens), of 7, and of 7-19 with few tiles (the default tile), empty lines, partial token tiles, half precision, against float64 and the pass", () => {
     checkFusedForwardLines(3035, FUSED_FORWARD_LINES_128, (blockRows) => [0, blockRows - 2], [1]);
   }, 240_000);
 
