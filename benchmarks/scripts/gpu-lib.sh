@@ -1,6 +1,6 @@
 # Sourced by the GPU scripts (gpu.sh, gpu-ddp.sh, gpu-quality.sh, gpu-user-level.sh, gpu-step-kernels.sh, gpu-tests.sh,
 # gpu-patch-dw.sh, gpu-decode-staged.sh, gpu-decode-pairs.sh, gpu-decode-dense.sh, gpu-epilogue-rules.sh,
-# gpu-few-tiles.sh), with
+# gpu-few-tiles.sh, gpu-fused-forward-128.sh), with
 # $root set to the checkout: what they share. Sourcing sets OUT (default $root/gpu-results, created) and tsx
 # (benchmarks' tsx unless the script set its own).
 OUT=${OUT:-$root/gpu-results}
@@ -52,7 +52,7 @@ pack_logs_at_exit() {
 }
 
 # device_command NAME: how the one-device-command scripts (gpu-patch-dw.sh, gpu-decode-staged.sh, gpu-decode-pairs.sh,
-# gpu-decode-dense.sh, gpu-epilogue-rules.sh, gpu-few-tiles.sh)
+# gpu-decode-dense.sh, gpu-epilogue-rules.sh, gpu-few-tiles.sh, gpu-fused-forward-128.sh)
 # begin: DEADLINE (default 560 s) and TAIL_LINES (default 12) unless set, CUDA required (BLOCKSPARSE_REQUIRE_CUDA=1),
 # builds for this GPU's architecture, `bench` the tc_bench build folder, `failed` 0, and the stages' logs packed into
 # $OUT/NAME.tgz when the script exits.
