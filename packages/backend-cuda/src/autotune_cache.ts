@@ -5,7 +5,7 @@
  * same kind of GPU start with those choices and time nothing.
  */
 import { randomBytes } from "node:crypto";
-import { readFileSync, renameSync, unlinkSync, writeFileSync } from "node:fs";
+import { closeSync, openSync, readFileSync, renameSync, unlinkSync, writeFileSync } from "node:fs";
 import { threadId } from "node:worker_threads";
 import { ValueError } from "@blocksparse/core";
 import * as z from "zod/mini";
@@ -156,8 +156,15 @@ export function writeAutotuneCache(file: string, text: string): void {
   const temporary = `${file}.${process.pid}.${threadId}.${randomBytes(4).toString("hex")}.tmp`;
   let created = false;
   try {
-    writeFileSync(temporary, text, { flag: "wx" }); // never into a file that is there already
+    // Opened first (never a file that is there already), so that a write that fails part-way (a full disk) leaves
+    // no half-written temporary behind: it is removed below.
+    const fd = openSync(temporary, "wx");
     created = true;
+    try {
+      writeFileSync(fd, text);
+    } finally {
+      closeSync(fd);
+    }
     renameSync(temporary, file);
   } catch (error) {
     try {

@@ -89,7 +89,14 @@ export interface CudaMemory extends BackendMemory {
 /** A CUDA graph of this backend (captureGraph). */
 class CudaGraph {
   destroyed = false;
-  constructor(readonly handle: GraphHandle) {}
+  /**
+   * @param patterns the block-sparse patterns whose device indices the graph's kernels read: freed only once no live
+   *   graph holds them (a replay reads them by the addresses recorded at capture).
+   */
+  constructor(
+    readonly handle: GraphHandle,
+    readonly patterns: ReadonlySet<PatternHandle>,
+  ) {}
 }
 
 /**
@@ -154,18 +161,27 @@ export class CudaBackend implements Backend {
 
   allocate(dtype: DType, size: number): DataId {
     this.checkAlive();
+    if (!isDType(dtype)) throw new ValueError(`cuda: cannot allocate elements of dtype ${formatArg(dtype)}`);
     if (!Number.isInteger(size) || size < 0) throw new ValueError(`cuda: cannot allocate ${size} elements`);
     const bytes = size * bytesPerElement(dtype);
     // Past 2^53 bytes the addon cannot take the count (it would refuse it as a malformed argument): no device holds it.
     if (bytes > Number.MAX_SAFE_INTEGER) throw new CudaOutOfMemoryError(`cuda: cannot allocate ${size} ${dtype} elements (${bytes} bytes): out of memory`);
     const handle = this.native(() => this.addon.alloc(bytes));
+    if (this.poisonAllocations && size > 0) {
+      try {
+        this.native(() => this.addon.fillBits(bytesPerElement(dtype) as 2 | 4, handle, size, POISON_BITS[dtype]));
+      } catch (error) {
+        // Nobody holds the buffer yet: give it back (a failure there too leaves the first error to report).
+        try {
+          this.addon.free(handle);
+        } catch {}
+        throw error;
+      }
+    }
     const buffer = new CudaBuffer(handle, dtype, size);
     this.live.add(buffer);
     this.tensorBytes += bytes;
     this.kernelAllocations?.push(buffer);
-    if (this.poisonAllocations && size > 0) {
-      this.native(() => this.addon.fillBits(bytesPerElement(dtype) as 2 | 4, handle, size, POISON_BITS[dtype]));
-    }
     return buffer;
   }
 
@@ -228,18 +244,30 @@ export class CudaBackend implements Backend {
       this.checkAlive();
       this.native(() => this.addon.beginCapture());
       this.capturing = true;
+      this.capturedPatterns = new Set();
     },
     endCapture: () => {
       this.checkAlive();
       // The addon ends the capture whether or not the graph instantiates.
       this.capturing = false;
-      const graph = new CudaGraph(this.native(() => this.addon.endCapture()));
+      const patterns = this.capturedPatterns;
+      this.capturedPatterns = new Set();
+      let graph: CudaGraph;
+      try {
+        graph = new CudaGraph(this.native(() => this.addon.endCapture()), patterns);
+      } catch (error) {
+        this.freeDeferredPatterns(patterns);
+        throw error;
+      }
       this.liveGraphs.add(graph);
       return graph;
     },
     abortCapture: () => {
       this.capturing = false;
+      const patterns = this.capturedPatterns;
+      this.capturedPatterns = new Set();
       if (!this.disposed) this.native(() => this.addon.abortCapture());
+      this.freeDeferredPatterns(patterns);
     },
     launch: (graph: object) => {
       this.checkAlive();
@@ -251,6 +279,7 @@ export class CudaBackend implements Backend {
       g.destroyed = true;
       this.liveGraphs.delete(g);
       if (!this.disposed) this.native(() => this.addon.destroyGraph(g.handle));
+      this.freeDeferredPatterns(g.patterns);
     },
     copy: (src: DataId, dst: DataId) => {
       this.native(() => this.addon.copyBuffer(this.buffer(src).handle, this.buffer(dst).handle));
@@ -259,6 +288,10 @@ export class CudaBackend implements Backend {
   private readonly liveGraphs = new Set<CudaGraph>();
   /** Between beginCapture and endCapture or abortCapture: the stream records instead of running. */
   private capturing = false;
+  /** The patterns the capture in progress has used (they become its graph's). */
+  private capturedPatterns = new Set<PatternHandle>();
+  /** Patterns released (or collected) while a live graph or the capture in progress held them: freed when none does. */
+  private readonly deferredPatterns = new Set<PatternHandle>();
 
   /** A call that waits for the device cannot be recorded: refused before it reaches the stream (which it would break). */
   private checkNotCapturing(what: string): void {
@@ -305,6 +338,7 @@ export class CudaBackend implements Backend {
       attempt(() => this.addon.freePattern(handle));
     }
     this.livePatterns.clear();
+    this.deferredPatterns.clear();
     attempt(() => this.addon.releaseCache());
     if (failures.length === 0) return;
     const first = failures[0];
@@ -348,13 +382,6 @@ export class CudaBackend implements Backend {
   }
 
   /**
-   * How sampledMatmul (the weight gradient) runs: "auto" (default) takes the dense GEMM and copies the
-   * pattern's blocks out when that is faster than the block kernels (float16/bfloat16, density above the
-   * block shape's break-even, a dense product of at least 2^28 FLOPs, cuBLAS present; see docs/kernels.md);
-   * "never" always runs the block kernels;
-   * "always" takes the dense GEMM whenever cuBLAS is there. Returns the previous mode (process-wide).
-   */
-  /**
    * How the tensor-core weight-gradient kernels split the tokens of sampledMatmul over `pattern` with `tokens` rows in
    * `dtype` (what they run when the dense GEMM does not): "1 split", "3 splits", or "264 whole groups, then 15 in 8
    * pieces each" (whole waves of column groups, then the rest split into one short wave; docs/kernels.md); "declined"
@@ -369,6 +396,13 @@ export class CudaBackend implements Backend {
     return this.native(() => this.addon.sampledPlan(handle, tokens, this.code(dtype)));
   }
 
+  /**
+   * How sampledMatmul (the weight gradient) runs: "auto" (default) takes the dense GEMM and copies the
+   * pattern's blocks out when that is faster than the block kernels (float16/bfloat16, density above the
+   * block shape's break-even, a dense product of at least 2^28 FLOPs, cuBLAS present; see docs/kernels.md);
+   * "never" always runs the block kernels;
+   * "always" takes the dense GEMM whenever cuBLAS is there. Returns the previous mode (process-wide).
+   */
   setDenseSampledMode(mode: DenseSampledMode): DenseSampledMode {
     return this.setDenseMode("setDenseSampledMode", mode, (code) => this.addon.setDenseSampledMode(code));
   }
@@ -583,7 +617,10 @@ export class CudaBackend implements Backend {
     // After dispose() a known handle is freed, and a new upload would be held by no one (dispose has run).
     this.checkAlive();
     const known = this.patternHandles.get(pattern);
-    if (known !== undefined) return known;
+    if (known !== undefined) {
+      if (this.capturing) this.capturedPatterns.add(known);
+      return known;
+    }
     // Its upload waits for the device: inside a capture that was a generic CudaError, and the capture broken.
     if (this.capturing) {
       throw new GraphError("cuda: a block-sparse pattern is first used inside a graph capture, and its upload waits for the device, which a capture cannot record; run the step once before captureGraph");
@@ -658,10 +695,32 @@ export class CudaBackend implements Backend {
     return token;
   }
 
+  /**
+   * Frees a pattern's device indices, or (while a live graph or the capture in progress holds them: a replay reads them
+   * at the addresses its capture recorded) puts that off until the last such graph is destroyed.
+   */
   private freePattern(handle: PatternHandle): void {
     this.tokens.delete(handle);
-    if (this.disposed || !this.livePatterns.delete(handle)) return;
+    if (this.disposed || !this.livePatterns.has(handle)) return;
+    if (this.patternInUse(handle)) {
+      this.deferredPatterns.add(handle);
+      return;
+    }
+    this.deferredPatterns.delete(handle);
+    this.livePatterns.delete(handle);
     this.addon.freePattern(handle);
+  }
+
+  private patternInUse(handle: PatternHandle): boolean {
+    if (this.capturedPatterns.has(handle)) return true;
+    for (const graph of this.liveGraphs) if (graph.patterns.has(handle)) return true;
+    return false;
+  }
+
+  /** Frees those of `handles` whose release was put off and that no live graph holds any more. */
+  private freeDeferredPatterns(handles: ReadonlySet<PatternHandle>): void {
+    if (this.disposed) return;
+    for (const handle of handles) if (this.deferredPatterns.has(handle)) this.freePattern(handle);
   }
 
   private checkAlive(): void {

@@ -306,8 +306,10 @@ export interface NativeAddon {
    * log-sum-exp of scale q k^T over the kept keys); causal keeps keys j <= i + N - M.
    */
   attention(dtype: Dt, q: Buf, k: Buf, v: Buf, out: Buf, lse: Buf, batch: number, m: number, n: number, d: number, scale: number, causal: boolean): void;
-  /** Each query row i over the keys 0..positions[i] (int32 [m]): decoding over a key/value cache. */
-  /** newK and newV (both or null): written into k and v at the positions first, in place. */
+  /**
+   * Each query row i over the keys 0..positions[i] (int32 [m]): decoding over a key/value cache. newK and newV (both or
+   * null): written into k and v at the positions first, in place.
+   */
   cachedAttention(
     dtype: Dt,
     q: Buf,

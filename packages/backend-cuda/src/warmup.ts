@@ -25,6 +25,22 @@ export function warmUp(backend: CudaBackend): number {
   };
   // Not tuned: its small shapes would time every route, and land in the records and any autotune cache file.
   const tuning = backend.setAutotune(false);
+  // Every release is attempted, and the autotuning setting put back, even when one fails (a device fault); returns the
+  // first failure.
+  const releaseAll = (): unknown => {
+    let failure: unknown;
+    const attempt = (release: () => void) => {
+      try {
+        release();
+      } catch (error) {
+        failure ??= error;
+      }
+    };
+    for (const info of made) attempt(() => backend.free(info.dataId));
+    for (const pattern of patterns) attempt(() => backend.releasePattern(pattern));
+    attempt(() => backend.setAutotune(tuning));
+    return failure;
+  };
   try {
   for (const dtype of ["bfloat16", "float16", "float32"] as const) {
     // Dense products as Linear's gradients run them: x W^T, dY W and dY^T X. cuBLAS creates its
@@ -86,10 +102,12 @@ export function warmUp(backend: CudaBackend): number {
     { ...adam, steps: [], copyDType: null, inPlace: true },
   );
   backend.synchronize();
-  } finally {
-    for (const info of made) backend.free(info.dataId);
-    for (const pattern of patterns) backend.releasePattern(pattern);
-    backend.setAutotune(tuning);
+  } catch (error) {
+    // The warm-up's own error goes on, not a release's after it.
+    releaseAll();
+    throw error;
   }
+  const failure = releaseAll();
+  if (failure !== undefined) throw failure;
   return performance.now() - started;
 }

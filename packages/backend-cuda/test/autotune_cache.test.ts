@@ -2,7 +2,7 @@
  * The autotune cache's file format (no GPU needed): what serializeAutotuneCache writes parses back, and a file
  * that is not one fails with an AutotuneCacheError naming the file and the field.
  */
-import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { ValueError } from "@blocksparse/core";
@@ -156,6 +156,14 @@ describe("autotune cache files", () => {
     const before = readFileSync(file, "utf8");
     expect(() => writeAutotuneCache(join(dir, "no-such-dir", "kept.json"), "{}")).toThrow(AutotuneCacheError);
     expect(readFileSync(file, "utf8")).toBe(before);
+    // A write that fails after its temporary file was made (here the rename, over a directory that holds a file)
+    // removes the temporary.
+    const blocked = mkdtempSync(join(dir, "blocked-"));
+    const target = join(blocked, "cache.json");
+    mkdirSync(target);
+    writeFileSync(join(target, "inside"), "x");
+    expect(() => writeAutotuneCache(target, serializeAutotuneCache(DEVICE, RECORDS))).toThrow(/cache\.json: cannot write it/);
+    expect(readdirSync(blocked)).toEqual(["cache.json"]);
   });
 
   test("a writer never writes into, renames or removes another writer's temporary file (threads of one process share its id)", () => {

@@ -80,6 +80,28 @@ describe("CudaBackend's public methods on a stand-in addon", () => {
     }
   });
 
+  test("an allocation whose poison fill fails is given back: the error goes on, nothing is counted or held", () => {
+    const backend = new CudaBackend();
+    const fillBits = vi.spyOn(standInAddon, "fillBits").mockImplementationOnce(() => {
+      throw Object.assign(new Error("fillBits failed: an illegal memory access was encountered"), { code: "ERR_CUDA" });
+    });
+    try {
+      backend.poisonAllocations = true;
+      const before = backend.memory();
+      standInCalls.length = 0;
+      expect(() => backend.allocate("bfloat16", 8)).toThrow("an illegal memory access was encountered");
+      // The fill (the spy, which the stand-in's call list does not see) ran between the two.
+      expect(fillBits).toHaveBeenCalledTimes(1);
+      expect([...standInCalls]).toEqual(["alloc", "free"]);
+      const after = backend.memory();
+      expect(after.bytesInUse).toBe(before.bytesInUse);
+      expect(after.buffers).toBe(before.buffers);
+    } finally {
+      fillBits.mockRestore();
+      backend.dispose();
+    }
+  });
+
   test("the setters name an argument of any kind in a ValueError, never a TypeError from writing the message", () => {
     const backend = new CudaBackend();
     try {
@@ -94,6 +116,8 @@ describe("CudaBackend's public methods on a stand-in addon", () => {
         [() => backend.setMemoryLimit(10n as never), "setMemoryLimit: expected a positive whole number of bytes or null, got 10"],
         [() => backend.sampledPlan(pattern, Symbol("tokens") as never, "float16"), "sampledPlan: tokens must be a positive whole number, got Symbol(tokens)"],
         [() => backend.setAutotune("yes" as never), 'setAutotune: on must be a boolean, got "yes"'],
+        [() => backend.allocate("float64" as never, 4), 'cuda: cannot allocate elements of dtype "float64"'],
+        [() => backend.allocate(undefined as never, 4), "cuda: cannot allocate elements of dtype undefined"],
       ];
       const buffer = backend.allocate("float32", 2);
       cases.push(

@@ -47,6 +47,55 @@ describe("the host side on a stand-in addon: calls that wait for the device duri
     expect(standInCalls).toEqual(["abortCapture", "createPattern"]);
   });
 
+  test("a pattern released while a graph or the capture in progress reads it is freed when the last such graph is destroyed", () => {
+    const frees = () => standInCalls.filter((name) => name === "freePattern").length;
+    const shared = BsrPattern.random([64, 64], { blockShape: [32, 32], density: 0.5, seed: 3 });
+    const other = BsrPattern.random([64, 64], { blockShape: [32, 32], density: 0.5, seed: 4 });
+    backend.pattern(shared);
+    backend.pattern(other);
+    // Two graphs read `shared`; the first also reads `other`, and `shared` is released during the second's capture.
+    backend.graphs.beginCapture();
+    backend.pattern(shared);
+    backend.pattern(other);
+    const first = backend.graphs.endCapture();
+    backend.graphs.beginCapture();
+    backend.pattern(shared);
+    standInCalls.length = 0;
+    backend.releasePattern(shared);
+    const second = backend.graphs.endCapture();
+    backend.releasePattern(other);
+    expect(frees()).toBe(0);
+    expect(backend.memory().patterns).toBeGreaterThanOrEqual(2);
+    backend.graphs.launch(first);
+    backend.graphs.destroy(first);
+    // `other` was held by the first graph alone; `shared` by the second as well.
+    expect(frees()).toBe(1);
+    backend.graphs.launch(second);
+    backend.graphs.destroy(second);
+    expect(frees()).toBe(2);
+    // A released pattern used again is uploaded again.
+    standInCalls.length = 0;
+    backend.pattern(shared);
+    expect(standInCalls).toEqual(["createPattern"]);
+  });
+
+  test("a pattern released during a capture that is aborted, or not used by any graph, is freed at once or at the abort", () => {
+    const frees = () => standInCalls.filter((name) => name === "freePattern").length;
+    const unused = BsrPattern.random([64, 64], { blockShape: [32, 32], density: 0.5, seed: 5 });
+    const used = BsrPattern.random([64, 64], { blockShape: [32, 32], density: 0.5, seed: 6 });
+    backend.pattern(unused);
+    backend.pattern(used);
+    backend.graphs.beginCapture();
+    backend.pattern(used);
+    standInCalls.length = 0;
+    backend.releasePattern(unused);
+    expect(frees()).toBe(1);
+    backend.releasePattern(used);
+    expect(frees()).toBe(1);
+    backend.graphs.abortCapture();
+    expect(frees()).toBe(2);
+  });
+
   test("inside captureGraph, the step fails with that GraphError and the next capture records as before", () => {
     expect(() => captureGraph(() => backend.synchronize(), { backend })).toThrow(
       "cuda: synchronize waits for the device, which a graph capture cannot record; call it before captureGraph or after replay()",
@@ -68,6 +117,30 @@ describe("the host side on a stand-in addon: calls that wait for the device duri
       expect(setAutotune.mock.calls.map(([value]) => value)).toEqual([false, true]);
       expect(on).toBe(true);
     } finally {
+      setAutotune.mockRestore();
+    }
+  });
+
+  test("warmUp releases everything and puts autotuning back when a release fails, then throws that failure", () => {
+    let on = true;
+    const setAutotune = vi.spyOn(standInAddon, "setAutotune").mockImplementation((value: boolean) => {
+      const was = on;
+      on = value;
+      return was;
+    });
+    const free = vi.spyOn(standInAddon, "free").mockImplementationOnce(() => {
+      throw Object.assign(new Error("free failed: an illegal memory access was encountered"), { code: "ERR_CUDA" });
+    });
+    const before = backend.memory();
+    try {
+      expect(() => backend.warmUp()).toThrow("an illegal memory access was encountered");
+      expect(on).toBe(true);
+      const after = backend.memory();
+      expect(after.buffers).toBe(before.buffers);
+      expect(after.patterns).toBe(before.patterns);
+      expect(free.mock.calls.length).toBeGreaterThan(1);
+    } finally {
+      free.mockRestore();
       setAutotune.mockRestore();
     }
   });

@@ -76,10 +76,7 @@ export function matmulKernel({ inputs: { a, b }, attrs: { transposeA, transposeB
   return out;
 }
 
-/**
- * y = x W^T + bias + residual: one cuBLASLt call with the adds in its epilogue, or, where the addon declines
- * (no cuBLASLt, cuBLAS switched off, K = 0, no algorithm), the product and then each add as its own kernel.
- */
+/** dX = dY W and dW = dY^T X of a dense Linear, in one addon call. */
 export function linearBackwardKernel({ inputs: { dy, x, weight }, backend }: KernelArgs<"LinearBackward", CudaBackend>): [TensorInfo, TensorInfo] {
   const [n, k] = weight.shape;
   const m = sizeOf(x.shape.slice(0, -1));
@@ -89,6 +86,10 @@ export function linearBackwardKernel({ inputs: { dy, x, weight }, backend }: Ker
   return [dx, dweight];
 }
 
+/**
+ * y = x W^T + bias + residual: one cuBLASLt call with the adds in its epilogue, or, where the addon declines
+ * (no cuBLASLt, cuBLAS switched off, K = 0, no algorithm), the product and then each add as its own kernel.
+ */
 export function linearKernel({ inputs: { x, weight, bias, residual }, backend }: KernelArgs<"Linear", CudaBackend>): TensorInfo {
   const [n, k] = weight.shape;
   const m = sizeOf(x.shape.slice(0, -1));
@@ -178,9 +179,10 @@ export function bsrLinearKernel({ inputs: { x, values, bias, residual }, attrs: 
 
 /**
  * activation(x W^T + bias), the outputs [activation, pre-activation], in one addon call: bsrLinear, then the activation
- * pass over its output, except where the product's own epilogue writes both (tcBsrLinearActivation in kernels-cuda):
- * the X-resident tile (32x32 blocks) and the decoding kernel with few tokens. The other tiles can too, but on an H200
- * that was slower than the two passes, and at par since the activations' math was folded (docs/kernels.md).
+ * pass over its output, except where the product's own epilogue writes both (tcBsrLinearActivation in kernels-cuda,
+ * chosen by tcFusesActivation): the decoding kernel with few tokens, the X-resident tile (32x32 blocks), the 64- and
+ * 128-wide tensor-core tiles where their rules take the fused forward (short lines, few tiles, any 128-wide tile below
+ * 4096 tokens) or Z outgrows half of L2 (docs/kernels.md, "A fused activation in the forward's epilogue").
  */
 export function bsrLinearActivationKernel({
   inputs: { x, values, bias },
