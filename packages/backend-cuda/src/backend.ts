@@ -87,6 +87,9 @@ export interface CudaMemory extends BackendMemory {
 }
 
 /** A CUDA graph of this backend (captureGraph). */
+/** Signals whose default action ends the process without an "exit" event: the autotune cache is written on them too. */
+const EXIT_SIGNALS: readonly NodeJS.Signals[] = ["SIGINT", "SIGTERM", "SIGHUP"];
+
 class CudaGraph {
   destroyed = false;
   /**
@@ -505,8 +508,8 @@ export class CudaBackend implements Backend {
 
   /**
    * What BLOCKSPARSE_CUDA_AUTOTUNE_CACHE=file does at start: autotuning on, the file's choices taken when it exists,
-   * and every choice written back to it when the process exits, with the choices another process wrote there meanwhile
-   * for shapes this one did not tune. A file that cannot be used is reported as a warning (code
+   * and every choice written back to it when the process exits (or a signal ends it: EXIT_SIGNALS), with the choices
+   * another process wrote there meanwhile for shapes this one did not tune. A file that cannot be used is reported as a warning (code
    * BLOCKSPARSE_CUDA_AUTOTUNE_CACHE), not thrown: the cache only saves time. A file that is not a cache of this
    * version (not JSON, another format or version) is never written over: it may be another program's data, or the
    * cache of a newer version of this package.
@@ -540,8 +543,24 @@ export class CudaBackend implements Backend {
     }
     // One exit listener writes every file named so far (one per call would pass Node's limit of ten and warn).
     this.autotuneFiles.add(path);
-    if (!process.listeners("exit").includes(this.writeAutotuneFiles)) process.once("exit", this.writeAutotuneFiles);
+    if (!process.listeners("exit").includes(this.writeAutotuneFiles)) {
+      process.once("exit", this.writeAutotuneFiles);
+      // Node emits no "exit" when a signal ends the process (Ctrl-C, a scheduler's SIGTERM): those write too.
+      for (const signal of EXIT_SIGNALS) process.once(signal, this.writeAutotuneFilesOnSignal);
+    }
   }
+
+  /**
+   * A signal that would end the process: the files are written, then the signal takes its course. Its default action
+   * (ending the process) is raised again unless the program listens for it itself, in which case that listener decides,
+   * as it would have without this one.
+   */
+  private readonly writeAutotuneFilesOnSignal = (signal: NodeJS.Signals): void => {
+    process.removeListener("exit", this.writeAutotuneFiles);
+    for (const other of EXIT_SIGNALS) process.removeListener(other, this.writeAutotuneFilesOnSignal);
+    this.writeAutotuneFiles();
+    if (process.listenerCount(signal) === 0) process.kill(process.pid, signal);
+  };
 
   private readonly autotuneFiles = new Set<string>();
   private readonly writeAutotuneFiles = (): void => {

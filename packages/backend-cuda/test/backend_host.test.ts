@@ -174,22 +174,65 @@ describe("CudaBackend's public methods on a stand-in addon", () => {
     }
   });
 
-  /** Runs `use` on a fresh backend in a temporary directory, then removes the exit listener it added and the directory. */
-  function withCacheDirectory(use: (backend: CudaBackend, dir: string, exitListeners: () => (() => void)[]) => void): void {
+  const WRITE_EVENTS = ["exit", "SIGINT", "SIGTERM", "SIGHUP"] as const;
+  /**
+   * Runs `use` on a fresh backend in a temporary directory, then removes the exit and signal listeners it added and the
+   * directory. `exitListeners(event)` lists the listeners added for `event` ("exit" unless named).
+   */
+  function withCacheDirectory(
+    use: (backend: CudaBackend, dir: string, exitListeners: (event?: (typeof WRITE_EVENTS)[number]) => ((...args: unknown[]) => void)[]) => void,
+  ): void {
     const backend = new CudaBackend();
     const dir = realpathSync(mkdtempSync(join(tmpdir(), "blocksparse-autotune-host-")));
     const cwd = process.cwd();
-    const exitBefore = process.listeners("exit");
-    const added = () => process.listeners("exit").filter((listener) => !exitBefore.includes(listener)) as (() => void)[];
+    // "exit" and the signals, through one signature (the overloads take one kind of event each).
+    const listenersOf = process.listeners.bind(process) as (event: string) => ((...args: unknown[]) => void)[];
+    const before = new Map(WRITE_EVENTS.map((event) => [event, listenersOf(event)]));
+    const added = (event: (typeof WRITE_EVENTS)[number] = "exit") => listenersOf(event).filter((listener) => !before.get(event)?.includes(listener));
     try {
       use(backend, dir, added);
     } finally {
       process.chdir(cwd);
-      for (const listener of added()) process.removeListener("exit", listener);
+      for (const event of WRITE_EVENTS) for (const listener of added(event)) process.removeListener(event as NodeJS.Signals, listener);
       backend.dispose();
       rmSync(dir, { recursive: true, force: true });
     }
   }
+
+  test("BLOCKSPARSE_CUDA_AUTOTUNE_CACHE is written when a signal ends the process, which then ends as the signal's default says", () => {
+    withCacheDirectory((backend, dir, listeners) => {
+      const file = join(dir, "cache.json");
+      backend.useAutotuneCache(file);
+      expect(listeners("exit")).toHaveLength(1);
+      for (const signal of ["SIGINT", "SIGTERM", "SIGHUP"] as const) expect(listeners(signal), signal).toHaveLength(1);
+      const kill = vi.spyOn(process, "kill").mockImplementation(() => true);
+      try {
+        // With no listener of the program's own, the signal is raised again after the write (its default: the end).
+        const [onSigint] = listeners("SIGINT");
+        onSigint("SIGINT");
+        expect(readAutotuneCache(file).device).toEqual({ name: "stand-in", computeCapability: "9.0" });
+        expect(kill.mock.calls).toEqual([[process.pid, "SIGINT"]]);
+        // The write happens once: the exit listener and the other signals' are gone.
+        for (const event of WRITE_EVENTS) expect(listeners(event), event).toHaveLength(0);
+        // With a listener of the program's own for the signal, that listener decides: nothing is raised.
+        rmSync(file);
+        kill.mockClear();
+        backend.useAutotuneCache(file);
+        const own = () => {};
+        process.on("SIGTERM", own);
+        try {
+          const [onSigterm] = listeners("SIGTERM").filter((listener) => listener !== own);
+          onSigterm("SIGTERM");
+          expect(existsSync(file)).toBe(true);
+          expect(kill).not.toHaveBeenCalled();
+        } finally {
+          process.removeListener("SIGTERM", own);
+        }
+      } finally {
+        kill.mockRestore();
+      }
+    });
+  });
 
   test("BLOCKSPARSE_CUDA_AUTOTUNE_CACHE naming a file from another GPU is a warning, not left out in silence", () => {
     withCacheDirectory((backend, dir) => {
