@@ -87,6 +87,10 @@ export function parseAutotuneCache(text: string, file: string): AutotuneCache {
     throw new AutotuneCacheError(
       `autotune cache ${file}: version ${version}, written by an earlier version of this package, whose timings of small products measured the host rather than the GPU: its choices are not used (this version writes version ${AUTOTUNE_CACHE_VERSION})`,
     );
+  if (version !== undefined && version > AUTOTUNE_CACHE_VERSION)
+    throw new AutotuneCacheError(
+      `autotune cache ${file}: version ${version}, written by a newer version of this package (this one reads and writes version ${AUTOTUNE_CACHE_VERSION})`,
+    );
   const parsed = cacheSchema.safeParse(json);
   if (!parsed.success) {
     const issue = parsed.error.issues[0];
