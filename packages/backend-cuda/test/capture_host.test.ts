@@ -47,12 +47,17 @@ describe("the host side on a stand-in addon: calls that wait for the device duri
     expect(standInCalls).toEqual(["abortCapture", "createPattern"]);
   });
 
+  /** Patterns freed on the device since standInCalls was last cleared. */
+  const frees = () => standInCalls.filter((name) => name === "freePattern").length;
+  /** Two patterns, uploaded. */
+  const uploaded = (seed: number): [BsrPattern, BsrPattern] => {
+    const patterns = [seed, seed + 1].map((s) => BsrPattern.random([64, 64], { blockShape: [32, 32], density: 0.5, seed: s }));
+    for (const pattern of patterns) backend.pattern(pattern);
+    return patterns as [BsrPattern, BsrPattern];
+  };
+
   test("a pattern released while a graph or the capture in progress reads it is freed when the last such graph is destroyed", () => {
-    const frees = () => standInCalls.filter((name) => name === "freePattern").length;
-    const shared = BsrPattern.random([64, 64], { blockShape: [32, 32], density: 0.5, seed: 3 });
-    const other = BsrPattern.random([64, 64], { blockShape: [32, 32], density: 0.5, seed: 4 });
-    backend.pattern(shared);
-    backend.pattern(other);
+    const [shared, other] = uploaded(3);
     // Two graphs read `shared`; the first also reads `other`, and `shared` is released during the second's capture.
     backend.graphs.beginCapture();
     backend.pattern(shared);
@@ -80,11 +85,7 @@ describe("the host side on a stand-in addon: calls that wait for the device duri
   });
 
   test("a pattern released during a capture that is aborted, or not used by any graph, is freed at once or at the abort", () => {
-    const frees = () => standInCalls.filter((name) => name === "freePattern").length;
-    const unused = BsrPattern.random([64, 64], { blockShape: [32, 32], density: 0.5, seed: 5 });
-    const used = BsrPattern.random([64, 64], { blockShape: [32, 32], density: 0.5, seed: 6 });
-    backend.pattern(unused);
-    backend.pattern(used);
+    const [unused, used] = uploaded(5);
     backend.graphs.beginCapture();
     backend.pattern(used);
     standInCalls.length = 0;
@@ -105,43 +106,44 @@ describe("the host side on a stand-in addon: calls that wait for the device duri
     backend.synchronize();
   });
 
-  test("warmUp runs with autotuning off and puts the setting back (its small shapes never reach the records or a cache file)", () => {
+  /** The addon's autotuning switch, on, as a spy that keeps its state: `on()` reads it. */
+  const autotuneSwitch = () => {
     let on = true;
-    const setAutotune = vi.spyOn(standInAddon, "setAutotune").mockImplementation((value: boolean) => {
+    const spy = vi.spyOn(standInAddon, "setAutotune").mockImplementation((value: boolean) => {
       const was = on;
       on = value;
       return was;
     });
+    return { spy, on: () => on };
+  };
+
+  test("warmUp runs with autotuning off and puts the setting back (its small shapes never reach the records or a cache file)", () => {
+    const setAutotune = autotuneSwitch();
     try {
       backend.warmUp();
-      expect(setAutotune.mock.calls.map(([value]) => value)).toEqual([false, true]);
-      expect(on).toBe(true);
+      expect(setAutotune.spy.mock.calls.map(([value]) => value)).toEqual([false, true]);
+      expect(setAutotune.on()).toBe(true);
     } finally {
-      setAutotune.mockRestore();
+      setAutotune.spy.mockRestore();
     }
   });
 
   test("warmUp releases everything and puts autotuning back when a release fails, then throws that failure", () => {
-    let on = true;
-    const setAutotune = vi.spyOn(standInAddon, "setAutotune").mockImplementation((value: boolean) => {
-      const was = on;
-      on = value;
-      return was;
-    });
+    const setAutotune = autotuneSwitch();
     const free = vi.spyOn(standInAddon, "free").mockImplementationOnce(() => {
       throw Object.assign(new Error("free failed: an illegal memory access was encountered"), { code: "ERR_CUDA" });
     });
     const before = backend.memory();
     try {
       expect(() => backend.warmUp()).toThrow("an illegal memory access was encountered");
-      expect(on).toBe(true);
+      expect(setAutotune.on()).toBe(true);
       const after = backend.memory();
       expect(after.buffers).toBe(before.buffers);
       expect(after.patterns).toBe(before.patterns);
       expect(free.mock.calls.length).toBeGreaterThan(1);
     } finally {
       free.mockRestore();
-      setAutotune.mockRestore();
+      setAutotune.spy.mockRestore();
     }
   });
 
