@@ -1356,11 +1356,12 @@ Napi::Value bsrLinear(const Napi::CallbackInfo& info) {
 // X-resident tile (32x32), that tile writes both from its epilogue (tcBsrLinearActivation), saving the pass's read of
 // z; so does the decoding path with few tokens (the staged variant too), saving the pass's launch, which is most of
 // its cost there; and so do the wgmma tiles at 64 and 128 wide where z outgrows half of L2 (tcFusesActivation), so
-// that the pass would read it from device memory. Where z stays in L2 most tiles measured at par with the two passes or
-// slower (docs/kernels.md), so the pass stays there, except on the three-consumer tiles and the 128-wide ping-pong tile
-// below 4096 tokens, which hide the second store behind another consumer's products. Where the fixed rules send the product to the dense
-// GEMM and the activation is GELU's tanh form, cuBLASLt writes both from its epilogue, as a dense Linear + GELU does
-// (launchLinearActivation over W's blocks scattered into a dense scratch): no pass over z.
+// that the pass would read it from device memory. Where z stays in L2 the pass stays at 64 wide except on the
+// three-consumer tiles (short lines, few tiles), which measured faster fused; at 128 wide every tile fuses below 4096
+// tokens, which measured at par or faster in the training step (tc_kernels.h, fusedForward128Rule). Where the fixed
+// rules send the product to the dense GEMM and the activation is GELU's tanh form, cuBLASLt writes both from its
+// epilogue, as a dense Linear + GELU does (launchLinearActivation over W's blocks scattered into a dense scratch): no
+// pass over z.
 Napi::Value bsrLinearActivation(const Napi::CallbackInfo& info) {
   Args args{info, "bsrLinearActivation"};
   args.count(9);

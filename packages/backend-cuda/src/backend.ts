@@ -86,10 +86,10 @@ export interface CudaMemory extends BackendMemory {
   deviceTotalBytes: number;
 }
 
-/** A CUDA graph of this backend (captureGraph). */
 /** Signals whose default action ends the process without an "exit" event: the autotune cache is written on them too. */
 const EXIT_SIGNALS: readonly NodeJS.Signals[] = ["SIGINT", "SIGTERM", "SIGHUP"];
 
+/** A CUDA graph of this backend (captureGraph). */
 class CudaGraph {
   destroyed = false;
   /**
@@ -509,8 +509,8 @@ export class CudaBackend implements Backend {
   /**
    * What BLOCKSPARSE_CUDA_AUTOTUNE_CACHE=file does at start: autotuning on, the file's choices taken when it exists,
    * and every choice written back to it when the process exits (or a signal ends it: EXIT_SIGNALS), with the choices
-   * another process wrote there meanwhile for shapes this one did not tune. A file that cannot be used is reported as a warning (code
-   * BLOCKSPARSE_CUDA_AUTOTUNE_CACHE), not thrown: the cache only saves time. A file that is not a cache of this
+   * another process wrote there meanwhile for shapes this one did not tune. A file that cannot be used is reported as a
+   * warning (code BLOCKSPARSE_CUDA_AUTOTUNE_CACHE), not thrown: the cache only saves time. A file that is not a cache of this
    * version (not JSON, another format or version) is never written over: it may be another program's data, or the
    * cache of a newer version of this package.
    */
