@@ -5,7 +5,7 @@
  * same kind of GPU start with those choices and time nothing.
  */
 import { randomBytes } from "node:crypto";
-import { closeSync, openSync, readFileSync, renameSync, unlinkSync, writeFileSync } from "node:fs";
+import { closeSync, openSync, readFileSync, renameSync, statSync, unlinkSync, writeFileSync } from "node:fs";
 import { threadId } from "node:worker_threads";
 import { ValueError } from "@blocksparse/core";
 import * as z from "zod/mini";
@@ -32,6 +32,82 @@ const DTYPES = ["float32", "float16", "bfloat16"] as const;
 
 const count = z.int().check(z.nonnegative());
 const side = z.int().check(z.positive(), z.lte(65536));
+
+/**
+ * What the addon's kernels run (kernels-cuda/src; native_interface.test.ts reads them there): the tile variants it ships
+ * (tc_kernels.h's TileVariant less those kept for measurement in kernels-cuda/dev/, which it has no launcher for), the
+ * block shapes of its tensor-core tiles (squareBlocks, and kMmaShapes and kWgmmaShapes in bfloat16/float16), and the
+ * decoding path's variants (kDecodeVariants), block sides (decodeBlockSide) and tokens (decodeMaxTokens).
+ */
+export const TILE_VARIANTS = {
+  kDefaultTile: 0,
+  kWideTile: 1,
+  kXResidentTile: 6,
+  kPersistentTile: 7,
+  kPingPongTile: 14,
+  kPatchPairTile: 33,
+  kPingPong3Tile: 34,
+} as const;
+export const SQUARE_BLOCK_SIDES = [32, 64, 128] as const;
+export const MMA_SHAPES = [[16, 16], [16, 32], [32, 16], [32, 64], [64, 32], [64, 128], [128, 64]] as const;
+export const WGMMA_SHAPES = [[64, 128], [128, 64], [64, 32], [32, 64]] as const;
+export const DECODE_VARIANTS = 6;
+export const DECODE_BLOCK_SIDES = [16, 32, 64, 128] as const;
+export const DECODE_MAX_TOKENS = { float32: 16, float16: 64, bfloat16: 64 } as const;
+
+type RecordShape = Pick<AutotuneRecord, "product" | "blockShape" | "m" | "rows" | "cols" | "nnzBlocks" | "bias" | "choice"> & {
+  dtype: (typeof DTYPES)[number];
+};
+const isShape = (shapes: readonly (readonly [number, number])[], [R, C]: readonly [number, number]) => shapes.some(([r, c]) => r === R && c === C);
+
+/**
+ * Why no call could ever use a record as it stands, or undefined: a shape no call has (W not whole blocks, more blocks
+ * than W holds, a bias on a product tuned without one), or a tensor-core route the addon has no kernel for, which it
+ * would drop at its first call (dispatch.cu declines it). The dense route runs every shape.
+ */
+function impossibleRecord(r: RecordShape): { path: string[]; message: string } | undefined {
+  const [R, C] = r.blockShape;
+  if (r.rows === 0 || r.rows % R !== 0 || r.cols === 0 || r.cols % C !== 0)
+    return { path: ["blockShape"], message: `a ${r.rows}x${r.cols} W is not whole ${R}x${C} blocks, as every BsrPattern is` };
+  const blocks = (r.rows / R) * (r.cols / C);
+  if (r.nnzBlocks > blocks) return { path: ["nnzBlocks"], message: `${r.nnzBlocks} blocks, more than the ${blocks} of a ${r.rows}x${r.cols} W in ${R}x${C} blocks` };
+  if (r.bias && r.product !== "bsrLinear") return { path: ["bias"], message: `${r.product} is tuned without a bias (bsrLinear alone has one)` };
+  const { dense, path, variant } = r.choice;
+  if (dense) return undefined;
+  const where = `${r.product} in ${r.dtype} with ${R}x${C} blocks`;
+  // The decoding path: bsrLinear with 1 to DECODE_MAX_TOKENS tokens (tc.h), which the default route also takes.
+  const decodes =
+    r.product === "bsrLinear" && r.m >= 1 && r.m <= DECODE_MAX_TOKENS[r.dtype] && DECODE_BLOCK_SIDES.some((s) => s === R) && DECODE_BLOCK_SIDES.some((s) => s === C);
+  if (path === "decode") {
+    if (variant < 0 || variant >= DECODE_VARIANTS)
+      return { path: ["choice", "variant"], message: `the decoding path's variants are 0-${DECODE_VARIANTS - 1}, not ${variant}` };
+    if (!decodes)
+      return {
+        path: ["choice", "path"],
+        message: `the decoding path runs bsrLinear with 1-${DECODE_MAX_TOKENS[r.dtype]} tokens and block sides of ${DECODE_BLOCK_SIDES.join(", ")}, not ${where} and ${r.m} tokens`,
+      };
+    return undefined;
+  }
+  if (path === "auto" && variant < 0 && decodes) return undefined;
+  // The tile kernels (dispatch.cu, supported): tokens and stored blocks, square blocks of 32, 64 or 128, and in half
+  // precision the rectangles of MMA_SHAPES too.
+  if (r.m === 0 || r.nnzBlocks === 0)
+    return { path: [r.m === 0 ? "m" : "nnzBlocks"], message: "no tensor-core tile runs a call without tokens or stored blocks (the dense route does)" };
+  const half = r.dtype !== "float32";
+  const square = R === C && SQUARE_BLOCK_SIDES.some((s) => s === R);
+  if (!square && !(half && isShape(MMA_SHAPES, [R, C]))) return { path: ["blockShape"], message: `no tensor-core tile runs ${where}` };
+  // wgmma's tiles: bfloat16/float16, square blocks or the rectangles of WGMMA_SHAPES whose output tile is 64 wide or more.
+  const wgmmaShape = half && (square || (isShape(WGMMA_SHAPES, [R, C]) && (r.product === "bsrLinear" ? R : C) >= 64));
+  if (path === "wgmma" && !wgmmaShape) return { path: ["choice", "path"], message: `wgmma has no tile for ${where}` };
+  const variants: readonly number[] = Object.values(TILE_VARIANTS);
+  if (variant >= 0 && !variants.includes(variant))
+    return { path: ["choice", "variant"], message: `the addon has no tile variant ${variant} (its tiles: ${variants.join(", ")})` };
+  if (variant > TILE_VARIANTS.kDefaultTile && (path === "mma" || !wgmmaShape))
+    return { path: ["choice", "variant"], message: `${where} has one tile${path === "mma" ? " on mma.sync" : ""} (variant -1 or 0), not ${variant}` };
+  if (variant === TILE_VARIANTS.kPatchPairTile && (r.product !== "sampledMatmul" || R !== 32 || C !== 32))
+    return { path: ["choice", "variant"], message: `the patch tile (${variant}) computes sampledMatmul with 32x32 blocks, not ${where}` };
+  return undefined;
+}
 
 const choiceSchema = z.object({
   dense: z.boolean(),
@@ -61,6 +137,10 @@ const recordSchema = z
     z.refine((r) => (r.epilogue ?? "none") === "none" || r.product === (r.epilogue === "activation" ? "bsrLinear" : "bsrMatmul"), {
       error: "an activation follows bsrLinear, its backward bsrMatmul",
       path: ["epilogue"],
+    }),
+    z.superRefine((r, context) => {
+      const wrong = impossibleRecord(r);
+      if (wrong) context.addIssue({ code: "custom", input: r, path: wrong.path, message: wrong.message });
     }),
   );
 
@@ -214,6 +294,107 @@ export function inspectAutotuneCache(file: string): AutotuneCacheFile {
     })();
     const kind = version === AUTOTUNE_CACHE_VERSION ? "damaged" : version !== undefined && version < AUTOTUNE_CACHE_VERSION ? "outdated" : "foreign";
     return { kind, error: error as AutotuneCacheError };
+  }
+}
+
+/**
+ * How long a writer waits for another's lock on a cache (`<file>.lock`) before it writes without it, and the age (by
+ * its mtime) past which a lock is one a writer left behind when it was killed, and is taken over: a write holds it for
+ * milliseconds.
+ */
+export const AUTOTUNE_LOCK_WAIT_MS = 2000;
+export const AUTOTUNE_LOCK_STALE_MS = 5000;
+const LOCK_RETRY_MS = 5;
+
+/** Blocks this thread for `ms` (exit handlers cannot wait asynchronously). */
+function sleepSync(ms: number): void {
+  Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, ms);
+}
+
+/**
+ * Makes `lock` holding `token`, waiting up to AUTOTUNE_LOCK_WAIT_MS while another writer holds it and taking over a
+ * stale one. Never throws: returns why it could not ("busy", or the error making it) instead.
+ */
+function acquireLock(lock: string, token: string): { held: true } | { held: false; why: string } {
+  const deadline = Date.now() + AUTOTUNE_LOCK_WAIT_MS;
+  for (;;) {
+    let fd: number;
+    try {
+      fd = openSync(lock, "wx");
+    } catch (error) {
+      if ((error as { code?: unknown }).code !== "EEXIST") return { held: false, why: `cannot make ${lock} (${(error as Error).message})` };
+      let age: number;
+      try {
+        age = Date.now() - statSync(lock).mtimeMs;
+      } catch {
+        continue; // released meanwhile
+      }
+      if (age > AUTOTUNE_LOCK_STALE_MS) {
+        // Two writers taking over one stale lock at once may both go on: each write is still whole (a rename).
+        try {
+          unlinkSync(lock);
+        } catch {
+          // another writer took it over first
+        }
+        continue;
+      }
+      if (Date.now() >= deadline) return { held: false, why: `another writer held ${lock} for more than ${AUTOTUNE_LOCK_WAIT_MS / 1000} s` };
+      sleepSync(LOCK_RETRY_MS);
+      continue;
+    }
+    try {
+      writeFileSync(fd, token);
+      return { held: true };
+    } catch (error) {
+      try {
+        unlinkSync(lock);
+      } catch {
+        // already gone
+      }
+      return { held: false, why: `cannot write ${lock} (${(error as Error).message})` };
+    } finally {
+      closeSync(fd);
+    }
+  }
+}
+
+/** Removes the lock if it is still this writer's (a writer that held it past AUTOTUNE_LOCK_STALE_MS lost it to another). */
+function releaseLock(lock: string, token: string): void {
+  try {
+    if (readFileSync(lock, "utf8") === token) unlinkSync(lock);
+  } catch {
+    // already gone
+  }
+}
+
+/** What updateAutotuneCache did: wrote the file (`unlocked` saying why it did so without the lock), or left it as it was. */
+export type AutotuneCacheUpdate = { written: true; unlocked?: string } | { written: false; error: AutotuneCacheError };
+
+/**
+ * What BLOCKSPARSE_CUDA_AUTOTUNE_CACHE does at exit: reads the file again (another process sharing it may have written
+ * its choices since), then writes `ours` with the file's records for the shapes `ours` lacks (when measured on this kind
+ * of GPU), all while holding `<file>.lock`: processes ending together (the ranks of a data-parallel job) each read the
+ * file before the others wrote it, and the last rename dropped their new choices. Synchronous, for exit handlers. A
+ * lock another writer holds past AUTOTUNE_LOCK_WAIT_MS, or one that cannot be made, is done without (`unlocked` says
+ * why) rather than lose this process's choices. A file that is not a cache of this package ("foreign") is left as it is.
+ * Throws AutotuneCacheError when the file cannot be written.
+ */
+export function updateAutotuneCache(
+  file: string,
+  device: Pick<DeviceInfo, "name" | "computeCapability">,
+  ours: readonly AutotuneRecord[],
+): AutotuneCacheUpdate {
+  const lock = `${file}.lock`;
+  const token = `${process.pid} ${threadId} ${randomBytes(8).toString("hex")}\n`;
+  const acquired = acquireLock(lock, token);
+  try {
+    const found = inspectAutotuneCache(file);
+    if (found.kind === "foreign") return { written: false, error: found.error };
+    const theirs = found.kind === "cache" && sameDevice(found.cache, device) ? found.cache.records : [];
+    writeAutotuneCache(file, serializeAutotuneCache(device, mergeAutotuneRecords(ours, theirs)));
+    return acquired.held ? { written: true } : { written: true, unlocked: acquired.why };
+  } finally {
+    if (acquired.held) releaseLock(lock, token);
   }
 }
 

@@ -27,10 +27,10 @@ import {
   PRODUCTS,
   TC_PATHS,
   inspectAutotuneCache,
-  mergeAutotuneRecords,
   readAutotuneCache,
   sameDevice,
   serializeAutotuneCache,
+  updateAutotuneCache,
   writeAutotuneCache,
 } from "./autotune_cache";
 import { environmentSwitch } from "./environment";
@@ -509,7 +509,8 @@ export class CudaBackend implements Backend {
   /**
    * What BLOCKSPARSE_CUDA_AUTOTUNE_CACHE=file does at start: autotuning on, the file's choices taken when it exists,
    * and every choice written back to it when the process exits (or a signal ends it: EXIT_SIGNALS), with the choices
-   * another process wrote there meanwhile for shapes this one did not tune. A file that cannot be used is reported as a
+   * another process wrote there meanwhile for shapes this one did not tune (updateAutotuneCache, under a lock file beside
+   * it). A file that cannot be used is reported as a
    * warning (code BLOCKSPARSE_CUDA_AUTOTUNE_CACHE), not thrown: the cache only saves time. A file that is not a cache of this
    * version (not JSON, another format or version) is never written over: it may be another program's data, or the
    * cache of a newer version of this package.
@@ -566,18 +567,18 @@ export class CudaBackend implements Backend {
   private readonly writeAutotuneFiles = (): void => {
     for (const file of this.autotuneFiles) {
       try {
-        // Read again: another process sharing the file may have written its own choices since the start.
-        const found = inspectAutotuneCache(file);
-        if (found.kind === "foreign") {
-          process.emitWarning(`${found.error.message}; the file is left as it is, and this process's autotuning choices are not saved`, {
+        // The records are the addon's, process-wide: they outlive a disposed backend.
+        const update = updateAutotuneCache(file, this.device, this.addon.autotuneRecords());
+        if (!update.written) {
+          process.emitWarning(`${update.error.message}; the file is left as it is, and this process's autotuning choices are not saved`, {
             code: "BLOCKSPARSE_CUDA_AUTOTUNE_CACHE",
           });
-          continue;
+        } else if (update.unlocked !== undefined) {
+          process.emitWarning(
+            `autotune cache ${file}: written without its lock (${update.unlocked}); choices another process wrote at the same moment may be lost`,
+            { code: "BLOCKSPARSE_CUDA_AUTOTUNE_CACHE" },
+          );
         }
-        // The records are the addon's, process-wide: they outlive a disposed backend.
-        const ours = this.addon.autotuneRecords();
-        const theirs = found.kind === "cache" && sameDevice(found.cache, this.device) ? found.cache.records : [];
-        writeAutotuneCache(file, serializeAutotuneCache(this.device, mergeAutotuneRecords(ours, theirs)));
       } catch (error) {
         process.emitWarning((error as Error).message, { code: "BLOCKSPARSE_CUDA_AUTOTUNE_CACHE" });
       }

@@ -8,7 +8,7 @@ import { join } from "node:path";
 import { BackendError, BsrPattern, ValueError } from "@blocksparse/core";
 import { describe, expect, test, vi } from "vitest";
 import { CudaBackend, type CudaBuffer } from "../src/backend";
-import { AUTOTUNE_CACHE_FORMAT, AUTOTUNE_CACHE_VERSION, readAutotuneCache, serializeAutotuneCache } from "../src/autotune_cache";
+import { AUTOTUNE_CACHE_FORMAT, AUTOTUNE_CACHE_VERSION, AUTOTUNE_LOCK_WAIT_MS, readAutotuneCache, serializeAutotuneCache } from "../src/autotune_cache";
 import type { AutotuneRecord } from "../src/native";
 import { environmentSwitch } from "../src/environment";
 import { STAND_IN_DEVICE, standInAddon, standInCalls } from "./stand_in_addon";
@@ -294,14 +294,14 @@ describe("CudaBackend's public methods on a stand-in addon", () => {
     withCacheDirectory((backend, dir) => {
       const file = join(dir, "cache.json");
       const backward: AutotuneRecord = { ...tuned(4096, 6, "activationBackward"), product: "bsrMatmul", choice: { dense: true, path: "auto", variant: -1, splits: 0 } };
-      writeFileSync(file, serializeAutotuneCache(STAND_IN_DEVICE, [tuned(4096, 3), tuned(4096, 6, "activation"), backward]));
+      writeFileSync(file, serializeAutotuneCache(STAND_IN_DEVICE, [tuned(4096, 14), tuned(4096, 6, "activation"), backward]));
       const imported = vi.spyOn(standInAddon, "importAutotune").mockReturnValue(true);
       try {
         expect(backend.loadAutotune(file)).toEqual({ imported: 3, records: 3, sameDevice: true });
         // product, dtype code, block, m, rows, cols, nnzBlocks, bias, dense, path, variant + 1, splits, epilogue
         const calls = imported.mock.calls.map((args) => [args[0], ...args.slice(9)]);
         expect(calls).toEqual([
-          [0, false, 2, 4, 0, 0],
+          [0, false, 2, 15, 0, 0],
           [0, false, 2, 7, 0, 1],
           [1, true, 0, 0, 0, 2],
         ]);
@@ -311,9 +311,53 @@ describe("CudaBackend's public methods on a stand-in addon", () => {
     });
   });
 
+  test("loadAutotune refuses a file holding a record no call could use, importing none of it", () => {
+    withCacheDirectory((backend, dir) => {
+      const file = join(dir, "cache.json");
+      const decodedDx: AutotuneRecord = { ...tuned(8, 0), product: "bsrMatmul", choice: { dense: false, path: "decode", variant: 0, splits: 0 } };
+      writeFileSync(file, serializeAutotuneCache(STAND_IN_DEVICE, [tuned(4096, 14), decodedDx]));
+      const imported = vi.spyOn(standInAddon, "importAutotune").mockReturnValue(true);
+      try {
+        expect(() => backend.loadAutotune(file)).toThrow(/cache\.json: records\.1\.choice\.path: the decoding path runs bsrLinear .*not bsrMatmul/);
+        expect(imported).not.toHaveBeenCalled();
+      } finally {
+        imported.mockRestore();
+      }
+    });
+  });
+
+  test("BLOCKSPARSE_CUDA_AUTOTUNE_CACHE whose lock another writer holds past the wait: written at exit all the same, with a warning", () => {
+    withCacheDirectory((backend, dir, exitListeners) => {
+      const file = join(dir, "cache.json");
+      backend.useAutotuneCache(file);
+      writeFileSync(`${file}.lock`, "a writer that hangs\n");
+      const records = vi.spyOn(standInAddon, "autotuneRecords").mockReturnValue([tuned(4096, 14)]);
+      const warn = vi.spyOn(process, "emitWarning").mockImplementation(() => {});
+      try {
+        const start = Date.now();
+        for (const listener of exitListeners()) listener();
+        const waited = Date.now() - start;
+        expect(waited).toBeGreaterThanOrEqual(AUTOTUNE_LOCK_WAIT_MS);
+        expect(waited).toBeLessThan(AUTOTUNE_LOCK_WAIT_MS + 1000);
+        expect(readAutotuneCache(file).records.map((r) => r.m)).toEqual([4096]);
+        expect(warn.mock.calls).toEqual([
+          [
+            `autotune cache ${file}: written without its lock (another writer held ${file}.lock for more than 2 s); choices another process wrote at the same moment may be lost`,
+            { code: "BLOCKSPARSE_CUDA_AUTOTUNE_CACHE" },
+          ],
+        ]);
+        // The lock is its owner's: left in place.
+        expect(readFileSync(`${file}.lock`, "utf8")).toBe("a writer that hangs\n");
+      } finally {
+        warn.mockRestore();
+        records.mockRestore();
+      }
+    });
+  });
+
   test("BLOCKSPARSE_CUDA_AUTOTUNE_CACHE naming a file that is not a cache of this version leaves it as it is at exit", () => {
     withCacheDirectory((backend, dir, exitListeners) => {
-      const records = vi.spyOn(standInAddon, "autotuneRecords").mockReturnValue([tuned(4096, 3)]);
+      const records = vi.spyOn(standInAddon, "autotuneRecords").mockReturnValue([tuned(4096, 14)]);
       const warn = vi.spyOn(process, "emitWarning").mockImplementation(() => {});
       try {
         const newer = JSON.stringify({ ...JSON.parse(serializeAutotuneCache(STAND_IN_DEVICE, [])), version: AUTOTUNE_CACHE_VERSION + 1, layout: "newer" });
@@ -366,8 +410,8 @@ describe("CudaBackend's public methods on a stand-in addon", () => {
       backend.useAutotuneCache(file); // absent at start
       // Meanwhile another process sharing the file wrote its choices: one shape this process also tuned, one it did not,
       // and the same shape's product with its activation fused (a key of its own).
-      writeFileSync(file, serializeAutotuneCache(STAND_IN_DEVICE, [tuned(2048, 9), tuned(512, 5), tuned(2048, 6, "activation")]));
-      const records = vi.spyOn(standInAddon, "autotuneRecords").mockReturnValue([tuned(2048, 2)]);
+      writeFileSync(file, serializeAutotuneCache(STAND_IN_DEVICE, [tuned(2048, 14), tuned(512, 7), tuned(2048, 6, "activation")]));
+      const records = vi.spyOn(standInAddon, "autotuneRecords").mockReturnValue([tuned(2048, 0)]);
       try {
         for (const listener of exitListeners()) listener();
       } finally {
@@ -375,12 +419,12 @@ describe("CudaBackend's public methods on a stand-in addon", () => {
       }
       const written = readAutotuneCache(file).records.map((r) => [r.m, r.choice.variant, r.epilogue]);
       expect(written).toEqual([
-        [2048, 2, "none"], // this process's own choice wins for a shape both tuned
-        [512, 5, "none"],
+        [2048, 0, "none"], // this process's own choice wins for a shape both tuned
+        [512, 7, "none"],
         [2048, 6, "activation"],
       ]);
       // Another GPU's choices are not kept beside this one's.
-      writeFileSync(file, serializeAutotuneCache({ name: "NVIDIA A100-SXM4-80GB", computeCapability: "8.0" }, [tuned(512, 5)]));
+      writeFileSync(file, serializeAutotuneCache({ name: "NVIDIA A100-SXM4-80GB", computeCapability: "8.0" }, [tuned(512, 7)]));
       for (const listener of exitListeners()) listener();
       expect(readAutotuneCache(file).records).toEqual([]);
       expect(readAutotuneCache(file).device.name).toBe("stand-in");

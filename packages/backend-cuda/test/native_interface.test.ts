@@ -7,6 +7,7 @@
 import { readFileSync } from "node:fs";
 import { resolve } from "node:path";
 import { describe, expect, it } from "vitest";
+import { DECODE_BLOCK_SIDES, DECODE_MAX_TOKENS, DECODE_VARIANTS, MMA_SHAPES, SQUARE_BLOCK_SIDES, TILE_VARIANTS, WGMMA_SHAPES } from "../src/autotune_cache";
 import { loadAddon } from "../src/loader";
 import { ActivationOp, BinaryOp, DTYPE_CODE, NATIVE_FUNCTIONS, NcclReduceOp, ReduceOp, UnaryOp } from "../src/native";
 
@@ -19,10 +20,10 @@ function source(file: string): string {
     .replace(/\/\/.*$/gm, "");
 }
 
-/** The enumerators of `enum class <name> : int32_t { ... }` with their values (C++ numbering rules). */
+/** The enumerators of `enum class <name> : int32_t { ... }` (or `enum <name> : int`) with their values (C++ numbering rules). */
 function cppEnum(file: string, name: string): Record<string, number> {
-  const match = new RegExp(`enum\\s+class\\s+${name}\\s*:\\s*int32_t\\s*\\{([^}]*)\\}`).exec(source(file));
-  if (!match) throw new Error(`${file}: no 'enum class ${name} : int32_t' found`);
+  const match = new RegExp(`enum\\s+(?:class\\s+)?${name}\\s*:\\s*(?:int32_t|int)\\s*\\{([^}]*)\\}`).exec(source(file));
+  if (!match) throw new Error(`${file}: no 'enum class ${name} : int32_t' or 'enum ${name} : int' found`);
   const values: Record<string, number> = {};
   let next = 0;
   for (const item of match[1].split(",").map((part) => part.trim()).filter(Boolean)) {
@@ -32,6 +33,28 @@ function cppEnum(file: string, name: string): Record<string, number> {
     values[enumerator] = next++;
   }
   return values;
+}
+
+/** The value of `constexpr <type> <name> = <integer>;`. */
+function cppConstant(file: string, name: string): number {
+  const match = new RegExp(`constexpr\\s+\\w+\\s+${name}\\s*=\\s*(\\d+)\\s*;`).exec(source(file));
+  if (!match) throw new Error(`${file}: no 'constexpr ... ${name} = <integer>;' found`);
+  return Number(match[1]);
+}
+
+/** The body of the function whose definition starts with `head` (up to the first line that is a closing brace). */
+function cppFunction(file: string, head: string): string {
+  const text = source(file);
+  const start = text.indexOf(head);
+  if (start < 0) throw new Error(`${file}: no '${head}' found`);
+  return text.slice(start, text.indexOf("\n}", start));
+}
+
+/** The [rows, cols] pairs of `<name>[] = {{r, c}, ...};`. */
+function cppShapes(file: string, name: string): [number, number][] {
+  const match = new RegExp(`${name}\\[\\]\\s*=\\s*\\{(.*?)\\};`).exec(source(file));
+  if (!match) throw new Error(`${file}: no '${name}[] = {...};' found`);
+  return [...match[1].matchAll(/\{\s*(\d+)\s*,\s*(\d+)\s*\}/g)].map((m) => [Number(m[1]), Number(m[2])]);
 }
 
 /** The names addon.cpp's module initialiser exports, in order. */
@@ -68,6 +91,30 @@ describe("native interface: src/native.ts against kernels-cuda/src", () => {
     const exported = addonExports();
     expect(new Set(exported).size, "addon.cpp exports a name twice").toBe(exported.length);
     expect([...exported].sort()).toEqual([...NATIVE_FUNCTIONS].sort());
+  });
+
+  // What an autotune cache's records are checked against (autotune_cache.ts): a record the addon could not run is refused.
+  it("the cache's tile variants are tc_kernels.h's TileVariant less those kept in kernels-cuda/dev/, and every tile autotuning times", () => {
+    // tc_kernels.h: "kept for measurement in kernels-cuda/dev/" (the numbers there for the split rule), no launcher in the addon.
+    const { kFeatureMajorDwTile, kPatchDwTile, kPatchDwPairsTile, kPatchDwWgmmaTile, ...shipped } = cppEnum("tc/tc_kernels.h", "TileVariant");
+    expect([kFeatureMajorDwTile, kPatchDwTile, kPatchDwPairsTile, kPatchDwWgmmaTile].every(Number.isInteger)).toBe(true);
+    expect(TILE_VARIANTS).toEqual(shipped);
+    const timed = [...cppFunction("tc/dispatch.cu", "std::vector<TcOptions> tcTuneCandidates(").matchAll(/tc::(k\w+Tile)\b/g)].map((m) => m[1]);
+    expect(timed.length).toBeGreaterThan(0);
+    for (const tile of timed) expect(Object.keys(TILE_VARIANTS), `tcTuneCandidates times ${tile}`).toContain(tile);
+  });
+
+  it("the cache's block shapes and decoding limits are the kernels' (squareBlocks, kMmaShapes, kWgmmaShapes, decodeBlockSide, tc.h)", () => {
+    // The sides a function's `<name> == <side> || ...` accepts.
+    const sides = (file: string, head: string, name: string) => [...cppFunction(file, head).matchAll(new RegExp(`${name} == (\\d+)`, "g"))].map((m) => Number(m[1]));
+    expect(sides("tc/dispatch.cu", "bool squareBlocks(", "block")).toEqual([...SQUARE_BLOCK_SIDES]);
+    expect(cppShapes("tc/tc_kernels.h", "kMmaShapes")).toEqual(MMA_SHAPES);
+    expect(cppShapes("tc/tc_kernels.h", "kWgmmaShapes")).toEqual(WGMMA_SHAPES);
+    expect(sides("tc/bsr_decode.cu", "bool decodeBlockSide(", "side")).toEqual([...DECODE_BLOCK_SIDES]);
+    expect(cppConstant("tc/tc_kernels.h", "kDecodeVariants")).toBe(DECODE_VARIANTS);
+    expect(cppConstant("tc/tc.h", "kDecodeMaxTokens")).toBe(DECODE_MAX_TOKENS.bfloat16);
+    expect(cppConstant("tc/tc.h", "kDecodeMaxTokens")).toBe(DECODE_MAX_TOKENS.float16);
+    expect(cppConstant("tc/tc.h", "kDecodeMaxTokensFloat32")).toBe(DECODE_MAX_TOKENS.float32);
   });
 
   const load = loadAddon();
