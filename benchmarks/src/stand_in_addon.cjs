@@ -9,6 +9,7 @@ const answers = {
   createPattern: () => next++,
   memory: () => ({ bytesInUse: 0, bytesCached: 0, buffersInUse: 0, buffersCached: 0, cudaMallocCalls: 0, cacheHits: 0, bytesInGraphPools: 0 }),
   autotuneRecords: () => [],
+  setAutotune: () => false,
   allowTf32: () => false,
   setAllowTf32: () => false,
   setDenseSampledMode: () => 0,
