@@ -2,7 +2,8 @@
 # On a machine with an NVIDIA GPU, from a built checkout: builds the CUDA addon, then runs backend-cuda's whole suite
 # with BLOCKSPARSE_REQUIRE_CUDA=1 in parallel processes: sparse.test.ts in parts chosen by test name (its float64
 # references are CPU-bound: one process took over 330 s; in these six parts 199 s on an H100, the "64x64, 128x128 and
-# the rectangles" test split by dtype over two of them), the other files in one more process.
+# the rectangles" test split by dtype over two of them), the conformance suite in one more process and the other files
+# in another (together they did not finish in 260 s on an H100).
 # dW's tests run once more with the patch tile dispatched (BLOCKSPARSE_CUDA_PATCH_DW=1: by default only where memory peaks at
 # 4.5 TB/s or more). Each part's log lands in $OUT;
 # the script fails if a part fails or the parts do not run every sparse test once.
@@ -29,7 +30,10 @@ start=$SECONDS
 for i in "${!PARTS[@]}"; do
   timeout "$CAP" npx vitest run "$T/sparse.test.ts" -t "${PARTS[$i]}" >"$OUT/sparse-$i.log" 2>&1 &
 done
-timeout "$CAP" npx vitest run packages/backend-cuda --exclude '**/sparse.test.ts' >"$OUT/rest.log" 2>&1 &
+# The conformance suite (the longest of the other files) in a process of its own, beside the rest.
+timeout "$CAP" npx vitest run "$T/conformance.test.ts" >"$OUT/conformance.log" 2>&1 &
+timeout "$CAP" npx vitest run packages/backend-cuda --exclude '**/sparse.test.ts' --exclude '**/conformance.test.ts' \
+  >"$OUT/rest.log" 2>&1 &
 # dW's tests once more with the patch tile dispatched (BLOCKSPARSE_CUDA_PATCH_DW=1; by default only on GPUs whose memory
 # peaks at 4.5 TB/s or more, so that the tile is tested on the others too).
 BLOCKSPARSE_CUDA_PATCH_DW=1 timeout "$CAP" npx vitest run "$T/sparse.test.ts" -t "${PARTS[2]}" >"$OUT/sparse-patch-dw.log" 2>&1 &
@@ -50,6 +54,7 @@ for i in "${!PARTS[@]}"; do
   t=$(grep -oE "\(([0-9]+)\)" <<<"$line" | tr -d '()')
   [ -n "$t" ] && total=$t
 done
+echo "conformance: $(strip "$OUT/conformance.log" | grep -E "^ +Tests " | tail -1)"
 echo "rest: $(strip "$OUT/rest.log" | grep -E "^ +Tests " | tail -1)"
 echo "sampled with the patch tile dispatched: $(strip "$OUT/sparse-patch-dw.log" | grep -E "^ +Tests " | tail -1)"
 echo "decoding with the staged variant forced: $(strip "$OUT/decode-staged.log" | grep -E "^ +Tests " | tail -1)"
