@@ -4,22 +4,27 @@
  * the host sets the pace (few tokens, or a slow host), this is the host's time per step.
  *
  *   tsx src/eager_step.ts [--backend cuda] [--widths 1024x4096] [--tokens 2048] [--block 64] [--density 0.25]
- *     [--steps 1000] [--warmup 2000] [--stand-in] [--phases] [--sync-each]
+ *     [--steps 1000] [--warmup 2000] [--stand-in] [--phases] [--sync-each] [--native-times]
  * --block 0 is the dense model. --stand-in runs the cuda backend on src/stand_in_addon.cjs, which launches
  * nothing: the time is then the host's JavaScript alone, on any machine (no GPU needed). --phases also splits the
  * host's time per step between forward, backward and the optimizer's step (clocks read around each). --sync-each
  * waits for the GPU after every step, as a loop that reads its loss each step does (the runs' time then includes
- * each step's GPU time, and whatever a synchronize makes the next step pay again). --warmup steps run untimed first:
+ * each step's GPU time, and whatever a synchronize makes the next step pay again). --native-times wraps each of the
+ * addon's functions in a clock after the warm-up and prints their host time per step (a call that waits for the GPU
+ * shows as a long one). --warmup steps run untimed first:
  * V8 keeps optimizing the step's functions for the first thousand or two steps (a step's host time falls 3-6x over
  * them on a 2-core host), so fewer warm-up steps time that climb instead of the steady state a long training run sees.
  */
 import { fileURLToPath } from "node:url";
 import { backward } from "@blocksparse/autograd";
+import { existsSync } from "node:fs";
+import { createRequire } from "node:module";
 import { cast, randn, tidy } from "@blocksparse/core";
 import { AdamW, BlockSparseLinear, GELU, Linear, Sequential } from "@blocksparse/nn";
 import { startBackend } from "./start_backend";
 import { parseEagerStepFlags } from "./eager_step_flags";
 import { describeFailure } from "./flags";
+import { type NativeTimer, nativeTimesTable, timeNativeCalls } from "./native_times";
 
 /** A bad flag's message alone, exit 1: this script's top level has no caller to catch it. */
 function refuse(error: unknown): never {
@@ -40,6 +45,15 @@ if (values["stand-in"]) {
 }
 // Five timed runs of the same whole number of steps: the time per step divides by the steps that ran.
 const stepsPerRun = Math.floor(steps / 5);
+// --native-times: the addon the backend will load (the first candidate present) is loaded here first and its functions
+// wrapped in place, before the backend takes them (the module cache hands it the same object); counted from the warm-up's end.
+let timer: NativeTimer | undefined;
+if (values["native-times"]) {
+  const { addonCandidates, NATIVE_FUNCTIONS } = await import("@blocksparse/backend-cuda");
+  const path = addonCandidates().find((candidate) => candidate.path !== null && existsSync(candidate.path))?.path;
+  if (path == null) refuse(new Error("--native-times: no CUDA addon is present to time"));
+  timer = timeNativeCalls(createRequire(import.meta.url)(path) as Record<string, unknown>, NATIVE_FUNCTIONS);
+}
 const { backend, synchronize } = await startBackend(values.backend).catch(refuse);
 const layer = (inF: number, outF: number, seed: number) =>
   block === 0 ? new Linear(inF, outF, { seed }) : new BlockSparseLinear(inF, outF, { density, blockShape: [block, block], seed });
@@ -76,6 +90,7 @@ const step = () => {
 for (let i = 0; i < warmup; i++) step();
 synchronize();
 phases.forward = phases.backward = phases.optimizer = 0;
+timer?.reset();
 // Five runs of steps / 5, each ended by a synchronize: the median run, and the process's CPU time per step.
 const times: number[] = [];
 const cpuBefore = process.cpuUsage();
@@ -96,6 +111,11 @@ console.log(
     `(runs ${times.map((t) => t.toFixed(0)).join(" ")}; process CPU ${((cpu.user + cpu.system) / (5 * stepsPerRun)).toFixed(1)} us/step)` +
     (values.phases ? `; host per step: forward ${us(phases.forward)}, backward ${us(phases.backward)}, optimizer ${us(phases.optimizer)} us` : ""),
 );
+if (timer !== undefined) {
+  const times = timer.times();
+  console.log(times.length > 0 ? nativeTimesTable(times, 5 * stepsPerRun) : "native calls: none timed (the backend loaded another addon than the first one present)");
+  timer.restore();
+}
 
 function us(ms: number): string {
   return ((ms * 1000) / (5 * stepsPerRun)).toFixed(1);

@@ -15,6 +15,7 @@ export const EAGER_STEP_CLI = {
     "stand-in": { type: "boolean", default: false, description: "run the cuda backend on src/stand_in_addon.cjs, which launches nothing (no GPU needed)" },
     phases: { type: "boolean", default: false, description: "split the host's time between forward, backward and the optimizer" },
     "sync-each": { type: "boolean", default: false, description: "wait for the GPU after every step" },
+    "native-times": { type: "boolean", default: false, description: "also print the host time of each native (addon) function per step (--backend cuda)" },
   },
 } as const satisfies CliSpec;
 
@@ -22,6 +23,7 @@ export const EAGER_STEP_CLI = {
 export function parseEagerStepFlags(args: string[] = process.argv.slice(2)) {
   const { values } = parseFlags(EAGER_STEP_CLI, args);
   if (values["stand-in"] && values.backend !== "cuda") throw new FlagError("--stand-in replaces the CUDA addon: use it with --backend cuda");
+  if (values["native-times"] && values.backend !== "cuda") throw new FlagError("--native-times times the CUDA addon's functions: use it with --backend cuda");
   const match = /^(\d+)x(\d+)$/.exec(values.widths);
   const [dModel, hidden] = match === null ? [0, 0] : [Number(match[1]), Number(match[2])];
   // Decimal digits only: Number() would read "0x10" as 16 and "" as 0.

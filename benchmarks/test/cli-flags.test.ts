@@ -56,6 +56,7 @@ describe("benchmark CLIs' flag checks refuse a bad value naming the flag, before
     ["ffn.ts --dtype valueOf", () => parseFfnFlags([...FFN.slice(0, 2), "--dtype", "valueOf", ...FFN.slice(4)]), /--dtype: expected float32, float16 or bfloat16, got "valueOf"/],
     ["eager_step.ts --block 33 against --widths 64x128", () => parseEagerStepFlags(["--backend", "js", "--widths", "64x128", "--tokens", "8", "--steps", "5", "--warmup", "5", "--block", "33"]), /--block 33 does not divide both widths of --widths 64x128/],
     ["eager_step.ts --stand-in --backend js", () => parseEagerStepFlags(["--backend", "js", "--stand-in"]), /^--stand-in replaces the CUDA addon: use it with --backend cuda$/],
+    ["eager_step.ts --native-times --backend js", () => parseEagerStepFlags(["--backend", "js", "--native-times"]), /^--native-times times the CUDA addon's functions: use it with --backend cuda$/],
     ["eager_step.ts --tokens abc", () => parseEagerStepFlags(["--backend", "js", "--widths", "64x128", "--tokens", "abc"]), /--tokens: expected an integer >= 1, got "abc"/],
     ["eager_step.ts --steps 4 (five timed runs of steps / 5)", () => parseEagerStepFlags(["--backend", "js", "--widths", "64x128", "--tokens", "1", "--steps", "4", "--warmup", "0"]), /^--steps: expected an integer >= 5, got "4"$/],
     ["cpu_addon.ts --repeats abc (made no call and reported Infinity ms)", () => parseCpuAddonFlags(["--repeats", "abc"]), /^--repeats: "abc" is not a positive integer$/],

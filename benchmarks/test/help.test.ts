@@ -23,7 +23,7 @@ const FLAGS: Record<string, string[]> = {
   ],
   "compare.ts": ["out", "backend", "small", "shape", "dtypes", "blocks", "densities"],
   "decode_graph.ts": ["backend", "model", "width", "hidden", "layers", "tokens", "blocks", "densities", "dtype", "iterations", "torch", "out"],
-  "eager_step.ts": ["backend", "widths", "tokens", "block", "density", "steps", "warmup", "stand-in", "phases", "sync-each"],
+  "eager_step.ts": ["backend", "widths", "tokens", "block", "density", "steps", "warmup", "stand-in", "phases", "sync-each", "native-times"],
   "generate.ts": ["backend", "sizes", "batch", "prompt", "new", "densities", "modes", "dtype", "repeats", "torch", "out"],
   "overhead.ts": ["backend", "dtype", "out", "child", "torch"],
   "attention.ts": ["backend", "shapes", "causal", "dtype", "iterations", "paths", "torch", "out"],

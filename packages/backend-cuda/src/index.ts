@@ -23,5 +23,5 @@ export { CudaError, CudaOutOfMemoryError } from "./errors";
 export { addonCandidates, cudaAvailability } from "./loader";
 export { AUTOTUNE_CACHE_FORMAT, AutotuneCacheError } from "./autotune_cache";
 export type { AutotuneChoice, AutotuneRecord, BuildInfo, CommunicatorHandle, DeviceInfo, NativeAddon, NcclInfo, NcclReduceOpCode } from "./native";
-export { DTYPE_CODE, NcclReduceOp } from "./native";
+export { DTYPE_CODE, NATIVE_FUNCTIONS, NcclReduceOp } from "./native";
 export { allowTf32, setAllowTf32 } from "./tf32";
