@@ -15,10 +15,10 @@
  * V8 keeps optimizing the step's functions for the first thousand or two steps (a step's host time falls 3-6x over
  * them on a 2-core host), so fewer warm-up steps time that climb instead of the steady state a long training run sees.
  */
-import { fileURLToPath } from "node:url";
-import { backward } from "@blocksparse/autograd";
 import { existsSync } from "node:fs";
 import { createRequire } from "node:module";
+import { fileURLToPath } from "node:url";
+import { backward } from "@blocksparse/autograd";
 import { cast, randn, tidy } from "@blocksparse/core";
 import { AdamW, BlockSparseLinear, GELU, Linear, Sequential } from "@blocksparse/nn";
 import { startBackend } from "./start_backend";

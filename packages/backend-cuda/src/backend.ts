@@ -510,10 +510,9 @@ export class CudaBackend implements Backend {
    * What BLOCKSPARSE_CUDA_AUTOTUNE_CACHE=file does at start: autotuning on, the file's choices taken when it exists,
    * and every choice written back to it when the process exits (or a signal ends it: EXIT_SIGNALS), with the choices
    * another process wrote there meanwhile for shapes this one did not tune (updateAutotuneCache, under a lock file beside
-   * it). A file that cannot be used is reported as a
-   * warning (code BLOCKSPARSE_CUDA_AUTOTUNE_CACHE), not thrown: the cache only saves time. A file that is not a cache of this
-   * version (not JSON, another format or version) is never written over: it may be another program's data, or the
-   * cache of a newer version of this package.
+   * it). A file that cannot be used is reported as a warning (code BLOCKSPARSE_CUDA_AUTOTUNE_CACHE), not thrown: the
+   * cache only saves time. A file that is not a cache of this version (not JSON, another format or version) is never
+   * written over: it may be another program's data, or the cache of a newer version of this package.
    */
   useAutotuneCache(file: string): void {
     if (typeof file !== "string" || file.length === 0) throw new ValueError("useAutotuneCache: file must be a non-empty path");
