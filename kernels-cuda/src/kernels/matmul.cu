@@ -8,6 +8,8 @@
 #include "../memory.h"
 
 #include <algorithm>
+#include <cstdlib>
+#include <string>
 #include <map>
 #include <optional>
 #include <tuple>
@@ -127,10 +129,13 @@ struct LinearKey {
   int64_t ldY;  // y's (and the residual's) row pitch in elements (runLinear's split parts may differ from n)
   bool bias, residual, gelu;  // gelu: the GELU epilogue, the pre-activation written as its auxiliary output
   uint32_t alignX, alignW, alignC, alignY, alignBias, alignAux;
+  // How x and w lie in memory: x [m, k] (or [k, m] with transX), w [n, k] (or [k, n] without transW). A Linear's
+  // y = x w^T is the default; launchMatmul's products set both (its A is x, its B is w).
+  bool transX = false, transW = true;
   bool operator<(const LinearKey& o) const {
-    return std::tie(dtype, m, n, k, ldY, bias, residual, gelu, alignX, alignW, alignC, alignY, alignBias, alignAux) <
-           std::tie(o.dtype, o.m, o.n, o.k, o.ldY, o.bias, o.residual, o.gelu, o.alignX, o.alignW, o.alignC, o.alignY,
-                    o.alignBias, o.alignAux);
+    return std::tie(dtype, m, n, k, ldY, bias, residual, gelu, alignX, alignW, alignC, alignY, alignBias, alignAux, transX,
+                    transW) < std::tie(o.dtype, o.m, o.n, o.k, o.ldY, o.bias, o.residual, o.gelu, o.alignX, o.alignW,
+                                       o.alignC, o.alignY, o.alignBias, o.alignAux, o.transX, o.transW);
   }
 };
 
@@ -165,14 +170,15 @@ void checkLt(cublas::Status status, const char* call) {
 }
 
 // Row-major y [m, n] = x [m, k] w^T is column-major y^T [n, m] = (w as k x n)^T (x as k x m): A = w transposed,
-// B = x, C = D = y, the bias along D's rows (n).
+// B = x, C = D = y, the bias along D's rows (n). A w stored [k, n] (not transposed) is column-major n x k, taken as it
+// is; an x stored [k, m] is column-major m x k, taken transposed.
 LinearPlan makePlan(cublas::lt::Handle handle, const LinearKey& key, const void* bias, void* aux) {
   namespace lt = cublas::lt;
   LinearPlan plan;
   const cudaDataType_t type = cudaType(key.dtype);
   try {
     checkLt(lt::descCreate(&plan.desc, cublas::kCompute32F, CUDA_R_32F), "cublasLtMatmulDescCreate");
-    const int32_t transA = cublas::kOpT, transB = cublas::kOpN;
+    const int32_t transA = key.transW ? cublas::kOpT : cublas::kOpN, transB = key.transX ? cublas::kOpT : cublas::kOpN;
     const uint32_t epilogue = key.gelu ? (key.bias ? lt::kEpilogueGeluAuxBias : lt::kEpilogueGeluAux)
                                        : (key.bias ? lt::kEpilogueBias : lt::kEpilogueDefault);
     checkLt(lt::descSetAttribute(plan.desc, lt::kDescTransA, &transA, sizeof transA), "cublasLtMatmulDescSetAttribute");
@@ -185,8 +191,15 @@ LinearPlan makePlan(cublas::lt::Handle handle, const LinearKey& key, const void*
       checkLt(lt::descSetAttribute(plan.desc, lt::kDescAuxPointer, &aux, sizeof aux), "cublasLtMatmulDescSetAttribute");
       checkLt(lt::descSetAttribute(plan.desc, lt::kDescAuxLd, &auxLd, sizeof auxLd), "cublasLtMatmulDescSetAttribute");
     }
-    checkLt(lt::layoutCreate(&plan.w, type, static_cast<uint64_t>(key.k), static_cast<uint64_t>(key.n), key.k), "cublasLtMatrixLayoutCreate");
-    checkLt(lt::layoutCreate(&plan.x, type, static_cast<uint64_t>(key.k), static_cast<uint64_t>(key.m), key.k), "cublasLtMatrixLayoutCreate");
+    const uint64_t m = static_cast<uint64_t>(key.m), n = static_cast<uint64_t>(key.n), k = static_cast<uint64_t>(key.k);
+    if (key.transW)
+      checkLt(lt::layoutCreate(&plan.w, type, k, n, key.k), "cublasLtMatrixLayoutCreate");
+    else
+      checkLt(lt::layoutCreate(&plan.w, type, n, k, key.n), "cublasLtMatrixLayoutCreate");
+    if (key.transX)
+      checkLt(lt::layoutCreate(&plan.x, type, m, k, key.m), "cublasLtMatrixLayoutCreate");
+    else
+      checkLt(lt::layoutCreate(&plan.x, type, k, m, key.k), "cublasLtMatrixLayoutCreate");
     checkLt(lt::layoutCreate(&plan.y, type, static_cast<uint64_t>(key.n), static_cast<uint64_t>(key.m), key.ldY), "cublasLtMatrixLayoutCreate");
     lt::Preference preference = nullptr;
     checkLt(lt::preferenceCreate(&preference), "cublasLtMatmulPreferenceCreate");
@@ -215,7 +228,8 @@ namespace {
 
 // The plan for one product shape and its operands' alignments, made on first use; null when cuBLASLt has no algorithm.
 LinearPlan* planFor(cublas::lt::Handle handle, DType dtype, const void* x, const void* w, const void* bias, const void* c,
-                    const void* out, void* pre, bool residual, int64_t m, int64_t n, int64_t k, int64_t ldY) {
+                    const void* out, void* pre, bool residual, int64_t m, int64_t n, int64_t k, int64_t ldY,
+                    bool transX = false, bool transW = true) {
   const LinearKey key{dtype,
                       m,
                       n,
@@ -229,7 +243,9 @@ LinearPlan* planFor(cublas::lt::Handle handle, DType dtype, const void* x, const
                       alignmentOf(c),
                       alignmentOf(out),
                       bias != nullptr ? alignmentOf(bias) : 0,
-                      pre != nullptr ? alignmentOf(pre) : 0};
+                      pre != nullptr ? alignmentOf(pre) : 0,
+                      transX,
+                      transW};
   auto& plans = linearPlans();
   auto found = plans.find(key);
   if (found == plans.end()) {
@@ -438,6 +454,24 @@ bool matmulPadded(DType dtype, const void* a, const void* b, void* c, int64_t m,
   return true;
 }
 
+// One matrix's product through cuBLASLt with the plan cached per shape, transposes and alignments (as a Linear's), so
+// that a call pays no heuristic and no descriptor: what cublasGemmStridedBatchedEx does inside on every call. False,
+// launching nothing, where cuBLASLt is missing or has no algorithm; BLOCKSPARSE_CUDA_MATMUL_LT=0 turns it off.
+bool matmulLt(DType dtype, const void* a, const void* b, void* c, int64_t m, int64_t n, int64_t k, bool transA,
+              bool transB, cudaStream_t stream) {
+  static const bool enabled = [] {
+    const char* value = std::getenv("BLOCKSPARSE_CUDA_MATMUL_LT");
+    return value == nullptr || std::string(value) != "0";
+  }();
+  if (!enabled || m > INT32_MAX || n > INT32_MAX || k > INT32_MAX) return false;
+  auto handle = static_cast<cublas::lt::Handle>(cublasLtHandle());
+  if (handle == nullptr) return false;
+  LinearPlan* plan = planFor(handle, dtype, a, b, nullptr, c, c, nullptr, false, m, n, k, n, transA, transB);
+  if (plan == nullptr) return false;
+  runPlan(handle, *plan, a, b, nullptr, c, c, nullptr, 0.0f, stream);
+  return true;
+}
+
 }  // namespace
 
 void launchMatmul(DType dtype, const void* a, const void* b, void* c, int64_t batch, int64_t m, int64_t n, int64_t k,
@@ -450,6 +484,7 @@ void launchMatmul(DType dtype, const void* a, const void* b, void* c, int64_t ba
   }
   if (cublasEnabled()) {
     if (batch == 1 && matmulPadded(dtype, a, b, c, m, n, k, transA, transB, stream)) return;
+    if (batch == 1 && matmulLt(dtype, a, b, c, m, n, k, transA, transB, stream)) return;
     matmulCublas(dtype, a, b, c, batch, m, n, k, transA, transB, strideA, strideB, strideC);
     return;
   }
