@@ -9,14 +9,12 @@
 // both against the math. random_layers.test.ts covers the small shapes against float64 in full. A fresh seed each
 // run, printed; BLOCKSPARSE_TEST_SEED repeats one.
 import { BsrPattern, bsrLinear, bsrMatmul, bsrMatmulActivationBackward, type DType, rand, runKernel, sampledMatmul, type Tensor, tidy } from "@blocksparse/core";
-import { reference } from "@blocksparse/core/testing";
-import { beforeAll, describe, expect, test } from "vitest";
 import type { CudaBackend } from "../src/index";
-import { cudaMissing, RELATIVE_TOLERANCE, random, reportCudaAvailability, useCuda } from "./cuda";
+import { RELATIVE_TOLERANCE, reportCudaAvailability, useCuda } from "./cuda";
+import { ACTIVATION, ACTIVATIONS, type ActivationName, DERIVATIVE, describeRandomCases, expectCloseByGroup as expectGroupsClose, pick } from "./random_cases";
 
 reportCudaAvailability("large_layers.test.ts");
 
-const SEED = process.env.BLOCKSPARSE_TEST_SEED === undefined ? Math.floor(Math.random() * 2 ** 31) : Number(process.env.BLOCKSPARSE_TEST_SEED);
 const LAYERS = 14;
 // Outputs of at most this many elements (tokens x the wider side): a few seconds of host work per layer.
 const ELEMENT_BUDGET = 2 ** 25;
@@ -29,13 +27,6 @@ const DTYPES: DType[] = ["bfloat16", "float16"];
 // "rules": the fixed dispatch; "tiles": the dense routes refused (what the rules send to cuBLAS runs on the block
 // kernels); "autotune": each route timed at first use, the fastest kept.
 const MODES = ["rules", "rules", "tiles", "autotune"] as const;
-const ACTIVATIONS = ["relu", "gelu", "gelu_tanh"] as const;
-const ACTIVATION = { relu: reference.relu, gelu: (v: number) => reference.gelu(v, "none"), gelu_tanh: (v: number) => reference.gelu(v, "tanh") };
-const DERIVATIVE = {
-  relu: (v: number) => (v > 0 ? 1 : 0),
-  gelu: (v: number) => reference.geluGrad(v, "none"),
-  gelu_tanh: (v: number) => reference.geluGrad(v, "tanh"),
-};
 
 type Layer = {
   rows: number;
@@ -46,12 +37,8 @@ type Layer = {
   dtype: DType;
   mode: (typeof MODES)[number];
   bias: boolean;
-  activation: (typeof ACTIVATIONS)[number];
+  activation: ActivationName;
 };
-
-function pick<T>(next: () => number, items: readonly T[]): T {
-  return items[Math.floor(next() * items.length)];
-}
 
 /** A width of the list, or now and then any multiple of the block's side between 4 and 64 of them. */
 function drawWidth(next: () => number, side: number): number {
@@ -78,32 +65,6 @@ function drawLayer(next: () => number): Layer {
       bias: next() < 0.7,
       activation: pick(next, ACTIVATIONS),
     };
-  }
-}
-
-/**
- * Asserts out matches ref group by group: every element finite, and each group's error norm within `tolerance` of its
- * norm, or of a tenth of the output's root mean square where the group's own norm is smaller (a sum that cancels).
- */
-function expectGroupsClose(out: ArrayLike<number>, ref: ArrayLike<number>, tolerance: number, what: string, groups: number, group: (i: number) => number): void {
-  expect(out.length, `${what}: length`).toBe(ref.length);
-  const diff = new Float64Array(groups);
-  const norm = new Float64Array(groups);
-  const size = new Float64Array(groups);
-  let total = 0;
-  for (let i = 0; i < ref.length; i++) {
-    if (!Number.isFinite(out[i])) expect.fail(`${what}: element ${i} is ${out[i]}, expected ${ref[i]}`);
-    const g = group(i);
-    diff[g] += (out[i] - ref[i]) ** 2;
-    norm[g] += ref[i] ** 2;
-    size[g] += 1;
-    total += ref[i] ** 2;
-  }
-  const meanSquare = ref.length === 0 ? 0 : total / ref.length;
-  for (let g = 0; g < groups; g++) {
-    const scale = Math.max(norm[g], 0.01 * size[g] * meanSquare);
-    const relative = scale === 0 ? Math.sqrt(diff[g]) : Math.sqrt(diff[g] / scale);
-    if (!(relative <= tolerance)) expect.fail(`${what}: group ${g} of ${groups} has relative error ${relative} (bound ${tolerance})`);
   }
 }
 
@@ -149,93 +110,90 @@ function withRoutes<T>(backend: CudaBackend, mode: (typeof MODES)[number] | "cub
   }
 }
 
-describe.skipIf(cudaMissing)("large random layers on cuda: as dispatched against cuBLAS's dense routes, spot rows against float64", () => {
-  beforeAll(() => {
-    useCuda();
-    console.log(`large_layers.test.ts: seed ${SEED} (BLOCKSPARSE_TEST_SEED=${SEED} repeats these layers)`);
-  });
-
-  const next = random(SEED);
-  const layers = Array.from({ length: LAYERS }, () => drawLayer(next));
-  layers.forEach((layer, index) => {
+describeRandomCases(
+  "large_layers.test.ts",
+  "large random layers on cuda: as dispatched against cuBLAS's dense routes, spot rows against float64",
+  LAYERS,
+  drawLayer,
+  ({ rows, cols, block, density, m, dtype, mode, bias, activation }, index) =>
+    `layer ${index}: W ${rows}x${cols} in ${block.join("x")} blocks, density ${density.toFixed(3)}, ${m} tokens, ${dtype}, ${mode}${bias ? ", bias" : ""}, ${activation}`,
+  (layer, index, draw) => {
     const { rows, cols, block, density, m, dtype, mode } = layer;
-    const name = `layer ${index}: W ${rows}x${cols} in ${block.join("x")} blocks, density ${density.toFixed(3)}, ${m} tokens, ${dtype}, ${mode}${layer.bias ? ", bias" : ""}, ${layer.activation}`;
-    test(name, () => {
-      const backend = useCuda();
-      const draw = random(SEED + 7919 * (index + 1));
-      const seed = () => Math.floor(draw() * 2 ** 31);
-      const [R, C] = block;
-      const pattern = BsrPattern.random([rows, cols], { blockShape: block, density, seed: seed() });
-      tidy(() => {
-        const uniform = (shape: number[]) => rand(shape, { low: -1, high: 1, dtype, seed: seed() });
-        const x = uniform([m, cols]);
-        const dy = uniform([m, rows]);
-        const values = uniform([pattern.nnzBlocks, R, C]);
-        const bias = layer.bias ? uniform([rows]) : undefined;
-        const pre = uniform([m, cols]);
-        const out = withRoutes(backend, mode, () => products(layer, pattern, x, dy, values, bias, pre));
-        const tolerance = RELATIVE_TOLERANCE[dtype];
+    const name = `layer ${index}`;
+    const backend = useCuda();
+    const seed = () => Math.floor(draw() * 2 ** 31);
+    const [R, C] = block;
+    const pattern = BsrPattern.random([rows, cols], { blockShape: block, density, seed: seed() });
+    tidy(() => {
+      const uniform = (shape: number[]) => rand(shape, { low: -1, high: 1, dtype, seed: seed() });
+      const x = uniform([m, cols]);
+      const dy = uniform([m, rows]);
+      const values = uniform([pattern.nnzBlocks, R, C]);
+      const bias = layer.bias ? uniform([rows]) : undefined;
+      const pre = uniform([m, cols]);
+      const out = withRoutes(backend, mode, () => products(layer, pattern, x, dy, values, bias, pre));
+      const tolerance = RELATIVE_TOLERANCE[dtype];
 
-        // float64 for a few token rows and stored blocks: the outputs as dispatched against the math.
-        const xs = x.dataSync();
-        const dys = dy.dataSync();
-        const vs = values.dataSync();
-        const bs = bias?.dataSync();
-        const pres = pre.dataSync();
-        const { blockRow, blockCol } = pattern.coordinates;
-        const tokens = [0, m - 1, Math.floor(draw() * m), Math.floor(draw() * m)];
-        for (const t of tokens) {
-          const yRef = new Float64Array(rows);
-          const dxRef = new Float64Array(cols);
-          if (bs) for (let r = 0; r < rows; r++) yRef[r] = bs[r];
-          for (let p = 0; p < pattern.nnzBlocks; p++)
-            for (let r = 0; r < R; r++) {
-              const row = blockRow[p] * R + r;
-              let sum = 0;
-              for (let c = 0; c < C; c++) {
-                const v = vs[(p * R + r) * C + c];
-                sum += xs[t * cols + blockCol[p] * C + c] * v;
-                dxRef[blockCol[p] * C + c] += dys[t * rows + row] * v;
-              }
-              yRef[row] += sum;
+      // float64 for a few token rows and stored blocks: the outputs as dispatched against the math.
+      const xs = x.dataSync();
+      const dys = dy.dataSync();
+      const vs = values.dataSync();
+      const bs = bias?.dataSync();
+      const pres = pre.dataSync();
+      const { blockRow, blockCol } = pattern.coordinates;
+      const tokens = [0, m - 1, Math.floor(draw() * m), Math.floor(draw() * m)];
+      for (const t of tokens) {
+        const yRef = new Float64Array(rows);
+        const dxRef = new Float64Array(cols);
+        if (bs) for (let r = 0; r < rows; r++) yRef[r] = bs[r];
+        for (let p = 0; p < pattern.nnzBlocks; p++)
+          for (let r = 0; r < R; r++) {
+            const row = blockRow[p] * R + r;
+            let sum = 0;
+            for (let c = 0; c < C; c++) {
+              const v = vs[(p * R + r) * C + c];
+              sum += xs[t * cols + blockCol[p] * C + c] * v;
+              dxRef[blockCol[p] * C + c] += dys[t * rows + row] * v;
             }
-          const slice = (data: Float32Array, width: number) => data.subarray(t * width, (t + 1) * width);
-          expectGroupsClose(slice(out.y, rows), yRef, tolerance, `bsrLinear, token ${t} against float64`, rows / R, (i) => Math.floor(i / R));
-          expectGroupsClose(slice(out.z, rows), yRef, tolerance, `bsrLinearActivation z, token ${t} against float64`, rows / R, (i) => Math.floor(i / R));
-          const aRef = yRef.map(ACTIVATION[layer.activation]);
-          expectGroupsClose(slice(out.a, rows), aRef, tolerance, `bsrLinearActivation a, token ${t} against float64`, rows / R, (i) => Math.floor(i / R));
-          expectGroupsClose(slice(out.dx, cols), dxRef, tolerance, `bsrMatmul, token ${t} against float64`, cols / C, (i) => Math.floor(i / C));
-          const dpreRef = dxRef.map((g, j) => g * DERIVATIVE[layer.activation](pres[t * cols + j]));
-          expectGroupsClose(slice(out.dpre, cols), dpreRef, tolerance, `bsrMatmulActivationBackward dpre, token ${t} against float64`, cols / C, (i) => Math.floor(i / C));
-        }
-        const checked = [0, pattern.nnzBlocks - 1, Math.floor(draw() * pattern.nnzBlocks)].filter((p) => p >= 0 && p < pattern.nnzBlocks);
-        for (const p of new Set(checked)) {
-          const dwRef = new Float64Array(R * C);
-          for (let t = 0; t < m; t++)
-            for (let r = 0; r < R; r++) {
-              const g = dys[t * rows + blockRow[p] * R + r];
-              for (let c = 0; c < C; c++) dwRef[r * C + c] += g * xs[t * cols + blockCol[p] * C + c];
-            }
-          expectGroupsClose(out.dw.subarray(p * R * C, (p + 1) * R * C), dwRef, tolerance, `sampledMatmul, stored block ${p} against float64`, 1, () => 0);
-        }
+            yRef[row] += sum;
+          }
+        const slice = (data: Float32Array, width: number) => data.subarray(t * width, (t + 1) * width);
+        expectGroupsClose(slice(out.y, rows), yRef, tolerance, `bsrLinear, token ${t} against float64`, rows / R, (i) => Math.floor(i / R));
+        expectGroupsClose(slice(out.z, rows), yRef, tolerance, `bsrLinearActivation z, token ${t} against float64`, rows / R, (i) => Math.floor(i / R));
+        const aRef = yRef.map(ACTIVATION[layer.activation]);
+        expectGroupsClose(slice(out.a, rows), aRef, tolerance, `bsrLinearActivation a, token ${t} against float64`, rows / R, (i) => Math.floor(i / R));
+        expectGroupsClose(slice(out.dx, cols), dxRef, tolerance, `bsrMatmul, token ${t} against float64`, cols / C, (i) => Math.floor(i / C));
+        const dpreRef = dxRef.map((g, j) => g * DERIVATIVE[layer.activation](pres[t * cols + j]));
+        expectGroupsClose(slice(out.dpre, cols), dpreRef, tolerance, `bsrMatmulActivationBackward dpre, token ${t} against float64`, cols / C, (i) => Math.floor(i / C));
+      }
+      const checked = [0, pattern.nnzBlocks - 1, Math.floor(draw() * pattern.nnzBlocks)].filter((p) => p >= 0 && p < pattern.nnzBlocks);
+      for (const p of new Set(checked)) {
+        const dwRef = new Float64Array(R * C);
+        for (let t = 0; t < m; t++)
+          for (let r = 0; r < R; r++) {
+            const g = dys[t * rows + blockRow[p] * R + r];
+            for (let c = 0; c < C; c++) dwRef[r * C + c] += g * xs[t * cols + blockCol[p] * C + c];
+          }
+        expectGroupsClose(out.dw.subarray(p * R * C, (p + 1) * R * C), dwRef, tolerance, `sampledMatmul, stored block ${p} against float64`, 1, () => 0);
+      }
 
-        // Every output in full against cuBLAS's dense routes (the blocks scattered into W, or dY^T X sampled).
-        if (!backend.build.cublas) {
-          console.log(`large_layers.test.ts: ${name}: cuBLAS is missing, so only the float64 rows above were compared`);
-          return;
-        }
-        const ref = withRoutes(backend, "cublas", () => products(layer, pattern, x, dy, values, bias, pre));
-        // Two roundings to the dtype, each of float32 sums: the outputs may differ by the dtype's unit in the last place.
-        const byRow = tokenBlockGroups(m, rows, R);
-        const byCol = tokenBlockGroups(m, cols, C);
-        expectGroupsClose(out.y, ref.y, tolerance, "bsrLinear", byRow.groups, byRow.group);
-        expectGroupsClose(out.z, ref.z, tolerance, "bsrLinearActivation z", byRow.groups, byRow.group);
-        expectGroupsClose(out.a, ref.a, tolerance, "bsrLinearActivation a", byRow.groups, byRow.group);
-        expectGroupsClose(out.dx, ref.dx, tolerance, "bsrMatmul", byCol.groups, byCol.group);
-        expectGroupsClose(out.dpre, ref.dpre, tolerance, "bsrMatmulActivationBackward dpre", byCol.groups, byCol.group);
-        expectGroupsClose(out.dbias, ref.dbias, tolerance, "bsrMatmulActivationBackward dbias", cols / C, (i) => Math.floor(i / C));
-        expectGroupsClose(out.dw, ref.dw, tolerance, "sampledMatmul", Math.max(1, pattern.nnzBlocks), (i) => Math.floor(i / (R * C)));
-      });
-    }, 120_000);
-  });
-});
+      // Every output in full against cuBLAS's dense routes (the blocks scattered into W, or dY^T X sampled).
+      if (!backend.build.cublas) {
+        console.log(`large_layers.test.ts: ${name}: cuBLAS is missing, so only the float64 rows above were compared`);
+        return;
+      }
+      const ref = withRoutes(backend, "cublas", () => products(layer, pattern, x, dy, values, bias, pre));
+      // Two roundings to the dtype, each of float32 sums: the outputs may differ by the dtype's unit in the last place.
+      const byRow = tokenBlockGroups(m, rows, R);
+      const byCol = tokenBlockGroups(m, cols, C);
+      expectGroupsClose(out.y, ref.y, tolerance, "bsrLinear", byRow.groups, byRow.group);
+      expectGroupsClose(out.z, ref.z, tolerance, "bsrLinearActivation z", byRow.groups, byRow.group);
+      expectGroupsClose(out.a, ref.a, tolerance, "bsrLinearActivation a", byRow.groups, byRow.group);
+      expectGroupsClose(out.dx, ref.dx, tolerance, "bsrMatmul", byCol.groups, byCol.group);
+      expectGroupsClose(out.dpre, ref.dpre, tolerance, "bsrMatmulActivationBackward dpre", byCol.groups, byCol.group);
+      expectGroupsClose(out.dbias, ref.dbias, tolerance, "bsrMatmulActivationBackward dbias", cols / C, (i) => Math.floor(i / C));
+      expectGroupsClose(out.dw, ref.dw, tolerance, "sampledMatmul", Math.max(1, pattern.nnzBlocks), (i) => Math.floor(i / (R * C)));
+    });
+  },
+  120_000,
+);

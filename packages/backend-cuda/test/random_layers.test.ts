@@ -5,14 +5,13 @@
 // printed; BLOCKSPARSE_TEST_SEED repeats one. Each output is checked per block row or column (per stored block for dW),
 // so a single wrong block cannot hide in the norm of a large output.
 import { BsrPattern, bsrLinear, bsrMatmul, bsrMatmulActivationBackward, type DType, runKernel, sampledMatmul, tidy } from "@blocksparse/core";
-import { reference } from "@blocksparse/core/testing";
-import { beforeAll, describe, expect, test } from "vitest";
-import { cudaMissing, RELATIVE_TOLERANCE, random, randomTensor, reportCudaAvailability, useCuda } from "./cuda";
+import { expect } from "vitest";
+import { RELATIVE_TOLERANCE, randomTensor, reportCudaAvailability, useCuda } from "./cuda";
+import { ACTIVATION, ACTIVATIONS, type ActivationName, DERIVATIVE, describeRandomCases, expectCloseByGroup as expectGroups, pick } from "./random_cases";
 import { denseWeight, linearReference, matmulReference, sampledReference } from "./reference_math";
 
 reportCudaAvailability("random_layers.test.ts");
 
-const SEED = process.env.BLOCKSPARSE_TEST_SEED === undefined ? Math.floor(Math.random() * 2 ** 31) : Number(process.env.BLOCKSPARSE_TEST_SEED);
 const LAYERS = 48;
 // float64 multiply-adds of one reference product (m x rows x cols) at most: about 50 ms each on the host.
 const REFERENCE_BUDGET = 3e7;
@@ -28,17 +27,6 @@ const BLOCKS: [number, number][] = [
 const TOKENS = [1, 2, 5, 8, 13, 16, 17, 24, 31, 32, 33, 48, 63, 64, 65, 80, 100, 127, 128, 129, 200, 255, 256, 257, 300, 511, 512, 513, 700, 999, 1000, 1025, 1500, 2048, 2100];
 const DTYPES: DType[] = ["float32", "float16", "bfloat16"];
 const MODES = ["auto", "auto", "never", "always"] as const;
-const ACTIVATIONS = ["relu", "gelu", "gelu_tanh"] as const;
-const ACTIVATION = {
-  relu: reference.relu,
-  gelu: (v: number) => reference.gelu(v, "none"),
-  gelu_tanh: (v: number) => reference.gelu(v, "tanh"),
-};
-const DERIVATIVE = {
-  relu: (v: number) => (v > 0 ? 1 : 0),
-  gelu: (v: number) => reference.geluGrad(v, "none"),
-  gelu_tanh: (v: number) => reference.geluGrad(v, "tanh"),
-};
 
 type Layer = {
   shape: [number, number];
@@ -50,12 +38,8 @@ type Layer = {
   productMode: (typeof MODES)[number];
   sampledMode: (typeof MODES)[number];
   bias: boolean;
-  activation: (typeof ACTIVATIONS)[number];
+  activation: ActivationName;
 };
-
-function pick<T>(next: () => number, items: readonly T[]): T {
-  return items[Math.floor(next() * items.length)];
-}
 
 function drawLayer(next: () => number): Layer {
   for (;;) {
@@ -82,14 +66,7 @@ function drawLayer(next: () => number): Layer {
   }
 }
 
-/**
- * Asserts out matches ref group by group (group(i) in [0, groups)): every element finite where ref is, and each group's
- * error norm within the dtype's tolerance of the group's norm. A group whose reference is small next to the output's
- * root mean square (a sum that cancels, a group of one element) is measured against a tenth of that instead, and
- * against `floor` where given (per group: the sum over its elements of their terms' squares, what rounding each term of
- * the sums leaves), so rounding that is right cannot fail it while a wrong or missing block, of the order of the
- * output, still does.
- */
+/** expectCloseByGroup (random_cases.ts) at the dtype's tolerance. */
 function expectCloseByGroup(
   out: ArrayLike<number>,
   ref: ArrayLike<number>,
@@ -99,26 +76,7 @@ function expectCloseByGroup(
   group: (i: number) => number,
   floor?: ArrayLike<number>,
 ): void {
-  expect(out.length, `${what}: length`).toBe(ref.length);
-  const diff = new Float64Array(groups);
-  const norm = new Float64Array(groups);
-  const size = new Float64Array(groups);
-  let total = 0;
-  for (let i = 0; i < ref.length; i++) {
-    if (Number.isFinite(ref[i]) && !Number.isFinite(out[i])) expect.fail(`${what}: element ${i} is ${out[i]}, expected ${ref[i]}`);
-    const g = group(i);
-    diff[g] += (out[i] - ref[i]) ** 2;
-    norm[g] += ref[i] ** 2;
-    size[g] += 1;
-    total += ref[i] ** 2;
-  }
-  const meanSquare = ref.length === 0 ? 0 : total / ref.length;
-  for (let g = 0; g < groups; g++) {
-    const scale = Math.max(norm[g], 0.01 * size[g] * meanSquare, floor?.[g] ?? 0);
-    const relative = scale === 0 ? Math.sqrt(diff[g]) : Math.sqrt(diff[g] / scale);
-    const bound = RELATIVE_TOLERANCE[dtype] + (scale === 0 ? 1e-6 : 0);
-    if (!(relative <= bound)) expect.fail(`${what}: group ${g} of ${groups} has relative error ${relative} (bound ${bound})`);
-  }
+  expectGroups(out, ref, RELATIVE_TOLERANCE[dtype], what, groups, group, floor);
 }
 
 /** Per group, the sum of `squares` over its elements: the floor expectCloseByGroup measures a group's error against. */
@@ -130,81 +88,77 @@ function groupSums(squares: ArrayLike<number>, groups: number, group: (i: number
 
 const square = (values: ArrayLike<number>): Float64Array => Float64Array.from(values, (v) => v * v);
 
-describe.skipIf(cudaMissing)("random layers on cuda against float64 math", () => {
-  beforeAll(() => {
-    useCuda();
-    console.log(`random_layers.test.ts: seed ${SEED} (BLOCKSPARSE_TEST_SEED=${SEED} repeats these layers)`);
-  });
+describeRandomCases(
+  "random_layers.test.ts",
+  "random layers on cuda against float64 math",
+  LAYERS,
+  drawLayer,
+  ({ shape, block, density, m, lead, dtype, productMode, sampledMode, bias, activation }, index) =>
+    `layer ${index}: W ${shape.join("x")} in ${block.join("x")} blocks, density ${density.toFixed(3)}, ${m} tokens as [${lead.join(", ")}], ${dtype}, dense route ${productMode} / dW ${sampledMode}${bias ? ", bias" : ""}, ${activation}`,
+  (layer, _index, draw) => {
+    const { shape, block, density, lead, m, dtype, productMode, sampledMode } = layer;
+    const backend = useCuda();
+    const [rows, cols] = shape;
+    const [R, C] = block;
+    const pattern = BsrPattern.random(shape, { blockShape: block, density, seed: Math.floor(draw() * 1e9) });
+    const previousProduct = backend.setDenseProductMode(productMode);
+    const previousSampled = backend.setDenseSampledMode(sampledMode);
+    try {
+      tidy(() => {
+        const x = randomTensor(draw, [...lead, cols], dtype);
+        const dy = randomTensor(draw, [...lead, rows], dtype);
+        const values = randomTensor(draw, [pattern.nnzBlocks, R, C], dtype);
+        const bias = randomTensor(draw, [rows], dtype);
+        const w = denseWeight(pattern, values.values);
 
-  const next = random(SEED);
-  const layers = Array.from({ length: LAYERS }, () => drawLayer(next));
-  layers.forEach((layer, index) => {
-    const { shape, block, density, m, lead, dtype, productMode, sampledMode } = layer;
-    const name = `layer ${index}: W ${shape.join("x")} in ${block.join("x")} blocks, density ${density.toFixed(3)}, ${m} tokens as [${lead.join(", ")}], ${dtype}, dense route ${productMode} / dW ${sampledMode}${layer.bias ? ", bias" : ""}, ${layer.activation}`;
-    test(name, () => {
-      const backend = useCuda();
-      const draw = random(SEED + 7919 * (index + 1));
-      const [rows, cols] = shape;
-      const [R, C] = block;
-      const pattern = BsrPattern.random(shape, { blockShape: block, density, seed: Math.floor(draw() * 1e9) });
-      const previousProduct = backend.setDenseProductMode(productMode);
-      const previousSampled = backend.setDenseSampledMode(sampledMode);
-      try {
-        tidy(() => {
-          const x = randomTensor(draw, [...lead, cols], dtype);
-          const dy = randomTensor(draw, [...lead, rows], dtype);
-          const values = randomTensor(draw, [pattern.nnzBlocks, R, C], dtype);
-          const bias = randomTensor(draw, [rows], dtype);
-          const w = denseWeight(pattern, values.values);
+        const y = bsrLinear(x.t, values.t, pattern, layer.bias ? bias.t : undefined);
+        expect(y.shape).toEqual([...lead, rows]);
+        const yRef = linearReference(x.values, w, m, rows, cols, layer.bias ? bias.values : undefined);
+        // Each output's terms' squares (the same products of the squared inputs): a float32 sum of a thousand terms
+        // that cancel can sit past 1e-5 of a tenth of the output's root mean square and still be rounded right.
+        const byRow = (i: number) => Math.floor((i % rows) / R);
+        const byCol = (i: number) => Math.floor((i % cols) / C);
+        const yFloor = groupSums(linearReference(square(x.values), square(w), m, rows, cols), rows / R, byRow);
+        expectCloseByGroup(y.dataSync(), yRef, dtype, "bsrLinear", rows / R, byRow, yFloor);
 
-          const y = bsrLinear(x.t, values.t, pattern, layer.bias ? bias.t : undefined);
-          expect(y.shape).toEqual([...lead, rows]);
-          const yRef = linearReference(x.values, w, m, rows, cols, layer.bias ? bias.values : undefined);
-          // Each output's terms' squares (the same products of the squared inputs): a float32 sum of a thousand terms
-          // that cancel can sit past 1e-5 of a tenth of the output's root mean square and still be rounded right.
-          const byRow = (i: number) => Math.floor((i % rows) / R);
-          const byCol = (i: number) => Math.floor((i % cols) / C);
-          const yFloor = groupSums(linearReference(square(x.values), square(w), m, rows, cols), rows / R, byRow);
-          expectCloseByGroup(y.dataSync(), yRef, dtype, "bsrLinear", rows / R, byRow, yFloor);
+        const dx = bsrMatmul(dy.t, values.t, pattern);
+        expect(dx.shape).toEqual([...lead, cols]);
+        const dxRef = matmulReference(dy.values, w, m, rows, cols);
+        const dxSquares = matmulReference(square(dy.values), square(w), m, rows, cols);
+        const dxFloor = groupSums(dxSquares, cols / C, byCol);
+        expectCloseByGroup(dx.dataSync(), dxRef, dtype, "bsrMatmul", cols / C, byCol, dxFloor);
 
-          const dx = bsrMatmul(dy.t, values.t, pattern);
-          expect(dx.shape).toEqual([...lead, cols]);
-          const dxRef = matmulReference(dy.values, w, m, rows, cols);
-          const dxSquares = matmulReference(square(dy.values), square(w), m, rows, cols);
-          const dxFloor = groupSums(dxSquares, cols / C, byCol);
-          expectCloseByGroup(dx.dataSync(), dxRef, dtype, "bsrMatmul", cols / C, byCol, dxFloor);
+        // The fused forms nn runs for Linear -> activation and for dX through the activation of the layer before.
+        const [a, z] = runKernel("BsrLinearActivation", { x: x.t, values: values.t, bias: layer.bias ? bias.t : undefined }, { pattern, activation: layer.activation });
+        expectCloseByGroup(z.dataSync(), yRef, dtype, "bsrLinearActivation z", rows / R, byRow, yFloor);
+        // The activation's slope is at most 1.13 (GELU's), so z's rounding floor bounds a's too.
+        expectCloseByGroup(a.dataSync(), yRef.map(ACTIVATION[layer.activation]), dtype, `bsrLinearActivation ${layer.activation}(z)`, rows / R, byRow, yFloor);
+        const pre = randomTensor(draw, [...lead, cols], dtype);
+        const [dpre, dbias] = bsrMatmulActivationBackward(dy.t, values.t, pattern, pre.t, layer.activation);
+        const dpreRef = dxRef.map((g, i) => g * DERIVATIVE[layer.activation](pre.values[i]));
+        const dbiasRef = new Float64Array(cols);
+        for (let i = 0; i < dpreRef.length; i++) dbiasRef[i % cols] += dpreRef[i];
+        // dbias sums dZ over the tokens, each term rounded to the dtype (dX is, before act' scales it), and terms of
+        // both signs can cancel far below them: its error is measured against the terms' sum of squares too (what
+        // rounding each once leaves in the sum), as well as against its own size. A wrong or missing block still
+        // moves it by the order of the terms.
+        const termSquares = [dpreRef.reduce((sum, term) => sum + term * term, 0)];
+        const dpreFloor = groupSums(dxSquares.map((t, i) => t * DERIVATIVE[layer.activation](pre.values[i]) ** 2), cols / C, byCol);
+        expectCloseByGroup(dpre.dataSync(), dpreRef, dtype, "bsrMatmulActivationBackward dpre", cols / C, byCol, dpreFloor);
+        expectCloseByGroup(dbias.dataSync(), dbiasRef, dtype, "bsrMatmulActivationBackward dbias", 1, () => 0, termSquares);
 
-          // The fused forms nn runs for Linear -> activation and for dX through the activation of the layer before.
-          const [a, z] = runKernel("BsrLinearActivation", { x: x.t, values: values.t, bias: layer.bias ? bias.t : undefined }, { pattern, activation: layer.activation });
-          expectCloseByGroup(z.dataSync(), yRef, dtype, "bsrLinearActivation z", rows / R, byRow, yFloor);
-          // The activation's slope is at most 1.13 (GELU's), so z's rounding floor bounds a's too.
-          expectCloseByGroup(a.dataSync(), yRef.map(ACTIVATION[layer.activation]), dtype, `bsrLinearActivation ${layer.activation}(z)`, rows / R, byRow, yFloor);
-          const pre = randomTensor(draw, [...lead, cols], dtype);
-          const [dpre, dbias] = bsrMatmulActivationBackward(dy.t, values.t, pattern, pre.t, layer.activation);
-          const dpreRef = dxRef.map((g, i) => g * DERIVATIVE[layer.activation](pre.values[i]));
-          const dbiasRef = new Float64Array(cols);
-          for (let i = 0; i < dpreRef.length; i++) dbiasRef[i % cols] += dpreRef[i];
-          // dbias sums dZ over the tokens, each term rounded to the dtype (dX is, before act' scales it), and terms of
-          // both signs can cancel far below them: its error is measured against the terms' sum of squares too (what
-          // rounding each once leaves in the sum), as well as against its own size. A wrong or missing block still
-          // moves it by the order of the terms.
-          const termSquares = [dpreRef.reduce((sum, term) => sum + term * term, 0)];
-          const dpreFloor = groupSums(dxSquares.map((t, i) => t * DERIVATIVE[layer.activation](pre.values[i]) ** 2), cols / C, byCol);
-          expectCloseByGroup(dpre.dataSync(), dpreRef, dtype, "bsrMatmulActivationBackward dpre", cols / C, byCol, dpreFloor);
-          expectCloseByGroup(dbias.dataSync(), dbiasRef, dtype, "bsrMatmulActivationBackward dbias", 1, () => 0, termSquares);
-
-          const dw = sampledMatmul(dy.t, x.t, pattern);
-          expect(dw.shape).toEqual([pattern.nnzBlocks, R, C]);
-          const dwRef = sampledReference(pattern, dy.values, x.values, m);
-          const byBlock = (i: number) => Math.floor(i / (R * C));
-          const dwGroups = Math.max(1, pattern.nnzBlocks);
-          const dwFloor = groupSums(sampledReference(pattern, square(dy.values), square(x.values), m), dwGroups, byBlock);
-          expectCloseByGroup(dw.dataSync(), dwRef, dtype, "sampledMatmul", dwGroups, byBlock, dwFloor);
-        });
-      } finally {
-        backend.setDenseProductMode(previousProduct);
-        backend.setDenseSampledMode(previousSampled);
-      }
-    }, 60_000);
-  });
-});
+        const dw = sampledMatmul(dy.t, x.t, pattern);
+        expect(dw.shape).toEqual([pattern.nnzBlocks, R, C]);
+        const dwRef = sampledReference(pattern, dy.values, x.values, m);
+        const byBlock = (i: number) => Math.floor(i / (R * C));
+        const dwGroups = Math.max(1, pattern.nnzBlocks);
+        const dwFloor = groupSums(sampledReference(pattern, square(dy.values), square(x.values), m), dwGroups, byBlock);
+        expectCloseByGroup(dw.dataSync(), dwRef, dtype, "sampledMatmul", dwGroups, byBlock, dwFloor);
+      });
+    } finally {
+      backend.setDenseProductMode(previousProduct);
+      backend.setDenseSampledMode(previousSampled);
+    }
+  },
+  60_000,
+);
