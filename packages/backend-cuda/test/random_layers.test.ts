@@ -67,17 +67,8 @@ function drawLayer(next: () => number): Layer {
 }
 
 /** expectCloseByGroup (random_cases.ts) at the dtype's tolerance. */
-function expectCloseByGroup(
-  out: ArrayLike<number>,
-  ref: ArrayLike<number>,
-  dtype: DType,
-  what: string,
-  groups: number,
-  group: (i: number) => number,
-  floor?: ArrayLike<number>,
-): void {
-  expectGroups(out, ref, RELATIVE_TOLERANCE[dtype], what, groups, group, floor);
-}
+const expectCloseByGroup = (out: ArrayLike<number>, ref: ArrayLike<number>, dtype: DType, what: string, ...rest: [number, (i: number) => number, ArrayLike<number>?]) =>
+  expectGroups(out, ref, RELATIVE_TOLERANCE[dtype], what, ...rest);
 
 /** Per group, the sum of `squares` over its elements: the floor expectCloseByGroup measures a group's error against. */
 function groupSums(squares: ArrayLike<number>, groups: number, group: (i: number) => number): Float64Array {
