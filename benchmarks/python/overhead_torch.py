@@ -72,6 +72,7 @@ def main():
         {"what": "gelu [16]", "microseconds": per_op(lambda: F.gelu(a))},
         {"what": f"cast {args.dtype} -> float32 [16]", "microseconds": per_op(lambda: a.float())},
         {"what": "matmul [8,64] x [64,64]^T", "microseconds": per_op(lambda: x @ w.t())},
+        {"what": "linear [8,64] x [64,64]^T", "microseconds": per_op(lambda: F.linear(x, w))},
     ]
     rows += first_call(dtype, cuda)
     json.dump({"torch": torch.__version__, "rows": rows}, sys.stdout)

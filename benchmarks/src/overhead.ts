@@ -21,6 +21,7 @@ import {
   cast,
   gelu,
   getBackendInstance,
+  linear as linearOp,
   matmul,
   randn,
   sampledMatmul,
@@ -82,6 +83,9 @@ function tinyOps(dtype: FloatDType, synchronize: () => void): Row[] {
     perOp("gelu [16]", () => dispose(gelu(a)), synchronize),
     perOp(`cast ${dtype} -> float32 [16]`, () => dispose(cast(a, "float32")), synchronize),
     perOp("matmul [8,64] x [64,64]^T", () => dispose(matmul(x, w, { transposeB: true })), synchronize),
+    // The same product through linear (cuBLASLt with a plan cached per shape, as matmul's one-matrix products since
+    // 2026-12-07): within one process the two rows say what the host pays per dense product beyond the engine's path.
+    perOp("linear [8,64] x [64,64]^T", () => dispose(linearOp(x, w)), synchronize),
     perOp("bsrLinear [8,64], 64x64 32x32 d=0.5", () => dispose(bsrLinear(x, values, pattern)), synchronize),
     perOp("bsrMatmul [8,64], 64x64 32x32 d=0.5", () => dispose(bsrMatmul(dy, values, pattern)), synchronize),
     perOp("sampledMatmul [8,64], 64x64 32x32 d=0.5", () => dispose(sampledMatmul(dy, x, pattern)), synchronize),
