@@ -4,7 +4,7 @@
  * allReduce and leaves, writing <out>/done<R>.json with the sum. "stranger": tries to join and
  * writes <out>/rank<R>.json: the error's name, message and fields (or `joined`, the bug).
  */
-import { existsSync, writeFileSync } from "node:fs";
+import { existsSync, renameSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { tensor } from "@blocksparse/core";
 import { initProcessGroup } from "../../src/index";
@@ -24,7 +24,11 @@ if (mode === "stranger") {
   }
 }
 const group = await initProcessGroup({ timeoutMs: 40_000 });
-writeFileSync(join(out, `ready${group.rank}.json`), JSON.stringify({ jobId: process.env.BLOCKSPARSE_JOB_ID }));
+// Written whole, then renamed into place: the test polls for the file while this rank runs, and a plain write let it
+// read the file between its creation and its contents (an empty file, a JSON syntax error).
+const ready = join(out, `ready${group.rank}.json`);
+writeFileSync(`${ready}.tmp`, JSON.stringify({ jobId: process.env.BLOCKSPARSE_JOB_ID }));
+renameSync(`${ready}.tmp`, ready);
 const deadline = Date.now() + 40_000;
 while (!existsSync(join(out, "release")) && Date.now() < deadline) await new Promise((resolve) => setTimeout(resolve, 50));
 const t = tensor([group.rank + 1], [1]);
