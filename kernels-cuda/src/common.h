@@ -4,6 +4,8 @@
 #include <cuda_runtime.h>
 
 #include <cstdint>
+#include <cstdlib>
+#include <cstring>
 #include <stdexcept>
 #include <string>
 
@@ -11,6 +13,15 @@ namespace bs {
 
 // Element types a buffer can hold; the numbering is part of the JS interface.
 enum class DType : int32_t { Float32 = 0, Float16 = 1, BFloat16 = 2, Int32 = 3 };
+
+// A switch in the environment, read by the caller once per process: 1 for "1", 0 for "0", -1 for anything else or
+// unset (the default or the rule decides).
+inline int environmentSwitch(const char* name) {
+  const char* value = std::getenv(name);
+  if (value != nullptr && std::strcmp(value, "1") == 0) return 1;
+  if (value != nullptr && std::strcmp(value, "0") == 0) return 0;
+  return -1;
+}
 
 inline size_t dtypeSize(DType dtype) {
   switch (dtype) {

@@ -8,8 +8,6 @@
 #include "../memory.h"
 
 #include <algorithm>
-#include <cstdlib>
-#include <string>
 #include <map>
 #include <optional>
 #include <tuple>
@@ -459,10 +457,7 @@ bool matmulPadded(DType dtype, const void* a, const void* b, void* c, int64_t m,
 // launching nothing, where cuBLASLt is missing or has no algorithm; BLOCKSPARSE_CUDA_MATMUL_LT=0 turns it off.
 bool matmulLt(DType dtype, const void* a, const void* b, void* c, int64_t m, int64_t n, int64_t k, bool transA,
               bool transB, cudaStream_t stream) {
-  static const bool enabled = [] {
-    const char* value = std::getenv("BLOCKSPARSE_CUDA_MATMUL_LT");
-    return value == nullptr || std::string(value) != "0";
-  }();
+  static const bool enabled = environmentSwitch("BLOCKSPARSE_CUDA_MATMUL_LT") != 0;
   if (!enabled || m > INT32_MAX || n > INT32_MAX || k > INT32_MAX) return false;
   auto handle = static_cast<cublas::lt::Handle>(cublasLtHandle());
   if (handle == nullptr) return false;

@@ -10,8 +10,6 @@
 
 #include <cuda_runtime.h>
 
-#include <cstdlib>
-#include <cstring>
 #include <mutex>
 #include <unordered_map>
 #include <utility>
@@ -47,10 +45,7 @@ __device__ __forceinline__ void beginOverlappedPass() {
 // Programmatic launches are on unless BLOCKSPARSE_CUDA_PROGRAMMATIC_LAUNCH=0 (read once per process: measurement, and
 // a way out should a driver misbehave).
 inline bool programmaticLaunchEnabled() {
-  static const bool enabled = [] {
-    const char* value = std::getenv("BLOCKSPARSE_CUDA_PROGRAMMATIC_LAUNCH");
-    return value == nullptr || std::strcmp(value, "0") != 0;
-  }();
+  static const bool enabled = environmentSwitch("BLOCKSPARSE_CUDA_PROGRAMMATIC_LAUNCH") != 0;
   return enabled;
 }
 

@@ -322,14 +322,6 @@ bool wgmmaDw32Rule(const BsrPatternView& pattern, int64_t m, int sms) {
          pattern.nnzBlocks <= kWgmmaDw32MaxBlocksPerSm * std::max(1, sms);
 }
 
-// A dispatch switch in the environment: 1 for "1", 0 for "0", -1 for anything else (the rule decides).
-int environmentSwitch(const char* name) {
-  const char* value = std::getenv(name);
-  if (value != nullptr && std::strcmp(value, "1") == 0) return 1;
-  if (value != nullptr && std::strcmp(value, "0") == 0) return 0;
-  return -1;
-}
-
 // Whether patchDwRule may take the patch tile on the current device: BLOCKSPARSE_CUDA_PATCH_DW "1" (on) or "0" (off),
 // read once per process, so that one build measures both dispatches; otherwise on wgmma devices whose memory peaks at
 // tc::kPatchPairMinBandwidth or more. Per device, as the pair records are (tcBuildsPatchRecords asks the same when a
