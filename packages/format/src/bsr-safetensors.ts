@@ -2,7 +2,7 @@ import * as z from "zod/mini";
 import type { BsrDType } from "./dtype.js";
 import { BsrFormatError, checkOptionKeys, parseWith } from "./errors.js";
 import { BsrMatrix } from "./matrix.js";
-import { checkMetadata, entriesOf, type SafetensorsContent, type SafetensorsDType, type SafetensorsTensor } from "./safetensors.js";
+import { checkMetadata, checkTensor, entriesOf, type SafetensorsContent, type SafetensorsDType, type SafetensorsTensor } from "./safetensors.js";
 
 /**
  * A BSR matrix `<name>` in a safetensors file is three ordinary tensors, named as PyTorch's
@@ -33,7 +33,9 @@ const VALUE_DTYPES: Record<BsrDType, SafetensorsDType> = { float32: "F32", float
 // F64 values (torch.float64, SciPy's default) are rounded to float32, as decodeScipyNpz does.
 const BSR_DTYPE_OF: Partial<Record<SafetensorsDType, BsrDType>> = { F32: "float32", F16: "float16", BF16: "bfloat16", F64: "float32" };
 
-const pairSchema = z.string().check(z.regex(/^\s*\d+\s*,\s*\d+\s*$/, { error: 'expected "<integer>,<integer>"' }));
+// A number (a content built by hand) was "Invalid input".
+const pair = { error: 'expected "<integer>,<integer>"' };
+const pairSchema = z.string(pair).check(z.regex(/^\s*\d+\s*,\s*\d+\s*$/, pair));
 
 function checkContent(content: SafetensorsContent): void {
   if (content === null || typeof content !== "object" || !(content.tensors instanceof Map)) {
@@ -135,6 +137,8 @@ export function bsrMatrixNames(content: SafetensorsContent): string[] {
 function requireTensor(content: SafetensorsContent, tensorName: string): SafetensorsTensor {
   const tensor = content.tensors.get(tensorName);
   if (tensor === undefined) throw new BsrFormatError(tensorName, "missing tensor");
+  // A content built by hand is checked as a file's is: a null tensor, or one without a shape, was a TypeError.
+  checkTensor(tensorName, tensor);
   return tensor;
 }
 

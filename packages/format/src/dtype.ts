@@ -1,4 +1,4 @@
-import { BsrFormatError } from "./errors.js";
+import { BsrFormatError, quoted } from "./errors.js";
 
 /** Element types of block values. 16-bit types keep their raw bits in a Uint16Array. */
 export type BsrDType = "float32" | "float16" | "bfloat16";
@@ -123,8 +123,22 @@ export function bfloat16BitsToFloat32Array(bits: ArrayLike<number>): Float32Arra
   return new Float32Array(out.buffer);
 }
 
-/** A shorter `out` silently dropped the last values, a longer one was filled with zeros past them. */
-function checkSameLength(input: ArrayLike<number>, out: ArrayLike<number>): void {
+/**
+ * The conversions into given arrays read and write the arrays' words: another array came out wrong without a word (a
+ * Float64Array `out` got float32 bits in its first half and garbage, a plain array nothing at all, a Float32Array of
+ * values passed as bits read 1.0 as the subnormal 2^-24). A shorter `out` silently dropped the last values, a longer
+ * one was filled with zeros past them.
+ */
+function checkArrays(
+  input: ArrayLike<number>,
+  inputType: Float32ArrayConstructor | Uint16ArrayConstructor,
+  out: ArrayLike<number>,
+  outType: Float32ArrayConstructor | Uint16ArrayConstructor,
+): void {
+  const inputName = inputType === Uint16Array ? "bits" : "values";
+  for (const [array, type, field] of [[input, inputType, inputName], [out, outType, "out"]] as const) {
+    if (!(array instanceof type)) throw new BsrFormatError(field, `expected a ${type.name}, got ${array?.constructor?.name ?? String(array)}`);
+  }
   if (out.length !== input.length) throw new BsrFormatError("out", `expected ${input.length} elements, as many as the input, got ${out.length}`);
 }
 
@@ -133,36 +147,49 @@ function checkSameLength(input: ArrayLike<number>, out: ArrayLike<number>): void
  * kernels that convert every input and output of a half dtype, where a new array per call costs more than the loop.
  */
 export function float16BitsToFloat32Into(bits: Uint16Array, out: Float32Array): Float32Array {
-  checkSameLength(bits, out);
+  checkArrays(bits, Uint16Array, out, Float32Array);
   const words = new Uint32Array(out.buffer, out.byteOffset, out.length);
   for (let i = 0; i < words.length; i++) words[i] = float16ToFloat32Bits(bits[i]);
   return out;
 }
 
 export function bfloat16BitsToFloat32Into(bits: Uint16Array, out: Float32Array): Float32Array {
-  checkSameLength(bits, out);
+  checkArrays(bits, Uint16Array, out, Float32Array);
   const words = new Uint32Array(out.buffer, out.byteOffset, out.length);
   for (let i = 0; i < words.length; i++) words[i] = bits[i] << 16;
   return out;
 }
 
 export function float32ToFloat16BitsInto(values: Float32Array, out: Uint16Array): Uint16Array {
-  checkSameLength(values, out);
+  checkArrays(values, Float32Array, out, Uint16Array);
   const words = new Uint32Array(values.buffer, values.byteOffset, values.length);
   for (let i = 0; i < words.length; i++) out[i] = float16FromFloat32Bits(words[i]);
   return out;
 }
 
 export function float32ToBfloat16BitsInto(values: Float32Array, out: Uint16Array): Uint16Array {
-  checkSameLength(values, out);
+  checkArrays(values, Float32Array, out, Uint16Array);
   const words = new Uint32Array(values.buffer, values.byteOffset, values.length);
   for (let i = 0; i < words.length; i++) out[i] = bfloat16FromFloat32Bits(words[i]);
   return out;
 }
 
+/** `values` as an array of numbers: anything else named, where a string was read as NaNs and undefined was a TypeError. */
+export function checkNumbers(values: ArrayLike<number>): ArrayLike<number> {
+  if (typeof values !== "object" || !(values?.length >= 0)) {
+    throw new BsrFormatError("values", `expected an array of numbers, got ${String(values)}`);
+  }
+  if (values instanceof Float32Array || values instanceof Float64Array) return values;
+  for (let i = 0; i < values.length; i++) {
+    if (typeof values[i] !== "number") throw new BsrFormatError("values", `expected a number, got ${quoted(values[i])}`, i);
+  }
+  return values;
+}
+
 /** Float values stored as `dtype`: a new Float32Array, or rounded 16-bit patterns. */
 export function encodeValues(values: ArrayLike<number>, dtype: BsrDType): BsrValues {
   checkDType(dtype);
+  checkNumbers(values);
   if (dtype === "float16") return float32ArrayToFloat16Bits(values);
   if (dtype === "bfloat16") return float32ArrayToBfloat16Bits(values);
   return Float32Array.from(values);

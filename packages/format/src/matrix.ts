@@ -1,4 +1,4 @@
-import { type BsrDType, type BsrValues, checkDType, decodeValues, encodeValues, isBsrDType } from "./dtype.js";
+import { type BsrDType, type BsrValues, checkDType, checkNumbers, decodeValues, encodeValues, isBsrDType } from "./dtype.js";
 import { BsrFormatError, checkOptionKeys, parseWith, quoted } from "./errors.js";
 import { BsrPattern, checkArrayLike, checkDensity, checkShapes, type Shape2, seededRandom } from "./pattern.js";
 import { scipyBsrInputSchema, torchBsrInputSchema } from "./schema.js";
@@ -435,18 +435,7 @@ function toStoredValues(values: ValuesInput, dtype: BsrDType): BsrValues {
     return Float32Array.from(checkNumbers(values));
   }
   if (values instanceof Uint16Array) return values;
-  return encodeValues(checkNumbers(values), dtype);
-}
-
-function checkNumbers(values: ArrayLike<number>): ArrayLike<number> {
-  if (typeof values !== "object" || !(values?.length >= 0)) {
-    throw new BsrFormatError("values", `expected an array of numbers, got ${String(values)}`);
-  }
-  if (values instanceof Float32Array || values instanceof Float64Array) return values;
-  for (let i = 0; i < values.length; i++) {
-    if (typeof values[i] !== "number") throw new BsrFormatError("values", `expected a number, got ${quoted(values[i])}`, i);
-  }
-  return values;
+  return encodeValues(values, dtype);
 }
 
 /** int32 / int64 / uint64 / number indices as numbers, with 64-bit values outside int32 rejected. */

@@ -340,6 +340,13 @@ export async function saveShardedSafetensors(
     tensors: tensors instanceof Map ? tensors : new Map(Object.entries(tensors)),
     metadata,
   };
+  // Without tensors the metadata goes in the index, whose own total_size (a number) replaced the caller's without a word.
+  if (content.tensors.size === 0 && Object.hasOwn(metadata, "total_size")) {
+    throw new BsrFormatError(
+      "metadata.total_size",
+      "a checkpoint with no tensors keeps its metadata in the index, whose total_size is the byte count of its shards: this entry would be lost (rename it, or save one file with saveSafetensors)",
+    );
+  }
   const allMatrices = bsrMatrixNames(content);
   const groups: { names: string[]; matrices: Set<string>; bytes: number }[] = [];
   for (const unit of shardUnits(content)) {

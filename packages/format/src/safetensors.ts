@@ -204,7 +204,8 @@ export function entriesOf<T>(values: Map<string, T> | Record<string, T>, field =
   return Object.entries(values);
 }
 
-function checkTensor(name: string, tensor: SafetensorsTensor): void {
+/** A tensor to write (or one built by hand): a known dtype, a shape, and data of its typed array and length. */
+export function checkTensor(name: string, tensor: SafetensorsTensor): void {
   // "" names a tensor as far as the reference reader goes (and a file holding one decodes here): only the metadata's key is taken.
   if (name === METADATA_KEY) {
     throw new BsrFormatError("tensors", `${JSON.stringify(name)} cannot name a tensor`);

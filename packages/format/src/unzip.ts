@@ -135,18 +135,23 @@ function inflate(name: string, deflated: Uint8Array, size: number, chunkBytes: n
   if (size > MAX_DEFLATE_RATIO * deflated.length) {
     fail(name, `records ${size} bytes inflated from ${deflated.length}, more than deflate expands to (${MAX_DEFLATE_RATIO}-fold)`);
   }
+  const oneCall = deflated.length <= chunkBytes;
   let out: Uint8Array;
   try {
-    out = new Uint8Array(size);
+    // One byte more in one call: fflate drops what a stream writes past the buffer it is given, so a stream longer than
+    // the archive records came out cut to that size, read without a word wherever its CRC-32 matched what was kept.
+    out = new Uint8Array(oneCall ? size + 1 : size);
   } catch (error) {
     return fail(name, `cannot hold its ${size} bytes in memory (${(error as Error).message})`);
   }
+  const overflow = () => fail(name, `inflates past the ${size} bytes the archive records`);
   let at = 0;
   try {
-    if (deflated.length <= chunkBytes) at = inflateSync(deflated, { out }).length;
+    // fflate gives back the whole buffer for an empty input: no bytes come out of it.
+    if (oneCall) at = deflated.length === 0 ? 0 : inflateSync(deflated, { out }).length;
     else {
       const inflater = new Inflate((piece) => {
-        if (at + piece.length > size) fail(name, `inflates past the ${size} bytes the archive records`);
+        if (at + piece.length > size) overflow();
         out.set(piece, at);
         at += piece.length;
       });
@@ -158,10 +163,13 @@ function inflate(name: string, deflated: Uint8Array, size: number, chunkBytes: n
     }
   } catch (error) {
     if (error instanceof BsrFormatError) throw error;
+    // A stored block that does not fit the buffer given is copied in whole, and throws.
+    if (oneCall && error instanceof RangeError) overflow();
     fail(name, `not a deflate stream (${(error as Error).message})`);
   }
+  if (at > size) overflow();
   if (at !== size) fail(name, `inflates to ${at} bytes, not the ${size} the archive records`);
-  return out;
+  return oneCall ? out.subarray(0, size) : out;
 }
 
 /** General purpose flag bits: 0 the member is encrypted, 3 its CRC and sizes follow its data (a data descriptor). */

@@ -150,6 +150,23 @@ describe("BSR matrices in safetensors", () => {
       expect(fieldOf(() => getBsrMatrix(flatValues, "w"))).toBe("w.block_shape");
     });
 
+    it("tensors and metadata of a content built by hand, with a BsrFormatError naming them, not a TypeError", () => {
+      const nullTensor = fresh();
+      nullTensor.tensors.set("w.crow_indices", null as never);
+      expect(thrown(() => getBsrMatrix(nullTensor, "w")).message).toBe("w.crow_indices: expected { dtype, shape, data }");
+      const noShape = fresh();
+      (noShape.tensors.get("w.values") as { shape?: number[] }).shape = undefined;
+      expect(thrown(() => getBsrMatrix(noShape, "w")).message).toBe("w.values.shape: expected an array of non-negative integers");
+      // Data of another type than the dtype's was read as that type (a Float64Array as F32 values) without a word.
+      const float64Data = fresh();
+      const values = float64Data.tensors.get("w.values")!;
+      float64Data.tensors.set("w.values", { ...values, data: Float64Array.from(values.data as Float32Array) } as never);
+      expect(thrown(() => getBsrMatrix(float64Data, "w")).message).toBe("w.values.data: a F32 tensor needs a Float32Array");
+      const numberShape = fresh();
+      (numberShape.metadata as Record<string, unknown>)["w.shape"] = 96;
+      expect(thrown(() => getBsrMatrix(numberShape, "w")).message).toBe('w.shape: expected "<integer>,<integer>"');
+    });
+
     it("indices that break an invariant, with the position", () => {
       const content = fresh();
       const col = content.tensors.get("w.col_indices")!.data as Int32Array;

@@ -1,5 +1,6 @@
 import { describe, expect, it } from "vitest";
 import {
+  BSR_DTYPES,
   BsrFormatError,
   bfloat16BitsToFloat32,
   bfloat16BitsToFloat32Array,
@@ -216,6 +217,16 @@ describe("array helpers", () => {
     expect(fieldOf(() => decodeValues(Float32Array.of(1.5), "bfloat16"))).toBe("values");
     expect(thrown(() => decodeValues(Uint16Array.of(0x3c00), "float32")).message).toBe("values: float32 values must be a Float32Array, got Uint16Array");
   });
+
+  it("encodeValues refuses what is not an array of numbers, where a string came back as NaNs and undefined was a TypeError", () => {
+    for (const dtype of BSR_DTYPES) {
+      expect(thrown(() => encodeValues("1.5" as never, dtype)).message).toBe("values: expected an array of numbers, got 1.5");
+      expect(thrown(() => encodeValues(undefined as never, dtype)).message).toBe("values: expected an array of numbers, got undefined");
+      const error = thrown(() => encodeValues([1, "2"] as never, dtype)) as BsrFormatError;
+      expect(error).toBeInstanceOf(BsrFormatError);
+      expect(error.message).toBe('values[1]: expected a number, got "2"');
+    }
+  });
 });
 
 describe("widening arrays bit for bit", () => {
@@ -259,6 +270,27 @@ describe("conversions into given arrays", () => {
         expect(error).toBeInstanceOf(BsrFormatError);
         expect(error.message).toBe(`out: expected 2 elements, as many as the input, got ${length}`);
       }
+    }
+  });
+
+  it("refuse arrays of another type, whose words were read or written as float32 or 16-bit ones without a word", () => {
+    const bits = Uint16Array.of(0x3c00, 0x4000);
+    const values = Float32Array.of(1, 2);
+    // A Float64Array out got float32 bits in its first half, a plain one nothing; Float32Array values read as bits gave subnormals.
+    for (const [action, field, expected, got] of [
+      [() => float16BitsToFloat32Into(bits, new Float64Array(2) as never), "out", "Float32Array", "Float64Array"],
+      [() => bfloat16BitsToFloat32Into(bits, [0, 0] as never), "out", "Float32Array", "Array"],
+      [() => float16BitsToFloat32Into(values as never, new Float32Array(2)), "bits", "Uint16Array", "Float32Array"],
+      [() => bfloat16BitsToFloat32Into(null as never, new Float32Array(2)), "bits", "Uint16Array", "null"],
+      [() => float32ToFloat16BitsInto(new Float64Array(2) as never, new Uint16Array(2)), "values", "Float32Array", "Float64Array"],
+      [() => float32ToBfloat16BitsInto([1, 2] as never, new Uint16Array(2)), "values", "Float32Array", "Array"],
+      [() => float32ToFloat16BitsInto(values, new Uint8Array(2) as never), "out", "Uint16Array", "Uint8Array"],
+      [() => float32ToBfloat16BitsInto(values, new Int16Array(2) as never), "out", "Uint16Array", "Int16Array"],
+    ] as const) {
+      const error = thrown(action) as BsrFormatError;
+      expect(error).toBeInstanceOf(BsrFormatError);
+      expect(error.field).toBe(field);
+      expect(error.message).toBe(`${field}: expected a ${expected}, got ${got}`);
     }
   });
 

@@ -314,6 +314,15 @@ describe("sharded checkpoints", () => {
     }
   });
 
+  it("refuses, before writing anything, a checkpoint with no tensors whose metadata has a total_size the index's own would replace", async () => {
+    const dir = await freshDir();
+    const error = await saveShardedSafetensors(dir, {}, { note: "keep me", total_size: "mine" }, { maxShardSize: 10 }).catch((caught) => caught);
+    expect(error).toBeInstanceOf(BsrFormatError);
+    expect(error.field).toBe("metadata.total_size");
+    expect(error.message).toMatch(/^metadata\.total_size: a checkpoint with no tensors keeps its metadata in the index, .* this entry would be lost/);
+    expect(await readdir(dir)).toEqual([]);
+  });
+
   it("a later save with fewer shards removes the old ones", async () => {
     const dir = await freshDir();
     await saveShardedSafetensors(dir, many(), {}, { maxShardSize: 40 });
