@@ -386,13 +386,23 @@ export abstract class Module {
     return labelAt(this, this.#path);
   }
 
-  /** PyTorch-style tree: the class, its extra text, and its children indented. */
+  /**
+   * PyTorch-style tree: the class, its extra text, and its children indented. A module held by one of its own
+   * descendants (a child's reference back to its parent) is printed there as `Model(...)`, not entered again.
+   */
   toString(): string {
-    const children = this.childSlots();
-    const head = `${this.constructor.name}(${this.extraRepr()}`;
-    if (children.length === 0) return `${head})`;
-    const lines = children.map(([name, child]) => `  (${name}): ${child.toString().split("\n").join("\n  ")}`);
-    return `${head}\n${lines.join("\n")}\n)`;
+    // A back-reference was entered again and again, until a RangeError (the stack) ended the print.
+    if (printing.has(this)) return `${this.constructor.name}(...)`;
+    printing.add(this);
+    try {
+      const children = this.childSlots();
+      const head = `${this.constructor.name}(${this.extraRepr()}`;
+      if (children.length === 0) return `${head})`;
+      const lines = children.map(([name, child]) => `  (${name}): ${child.toString().split("\n").join("\n  ")}`);
+      return `${head}\n${lines.join("\n")}\n)`;
+    } finally {
+      printing.delete(this);
+    }
   }
 }
 
@@ -436,6 +446,9 @@ export function functionalCall<T>(module: Module, tensors: Map<string, Tensor> |
 
 /** The modules whose train() is running (a cycle of modules, or a child's override calling its parent's, ends there). */
 const settingMode = new Set<Module>();
+
+/** The modules whose toString() is running: a module held by its own descendant is printed there without its children. */
+const printing = new Set<Module>();
 
 /** "Linear(encoder.fc1)" for a module at `path`, "Linear" for the root: how errors name a layer. */
 function labelAt(module: Module, path: string): string {

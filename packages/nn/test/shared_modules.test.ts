@@ -79,6 +79,15 @@ describe("a module held in two places", () => {
     (outer.at(0) as unknown as Record<string, unknown>).back = outer;
     expect([...outer.stateDict().keys()]).toEqual(["0.weight", "0.bias"]);
   });
+
+  it("held by its own descendant is printed there without its children (it overflowed the stack)", () => {
+    const outer = new Sequential(new Linear(2, 2, { seed: 4 }));
+    (outer.at(0) as unknown as Record<string, unknown>).back = outer;
+    expect(outer.toString()).toBe("Sequential(\n  (0): Linear(inFeatures=2, outFeatures=2, bias=true\n    (back): Sequential(...)\n  )\n)");
+    // A module held twice, not by its own descendant, is printed in full under each name.
+    const shared = new Linear(2, 2, { seed: 5 });
+    expect(new Sequential(shared, shared).toString()).toBe(`Sequential(\n  (0): ${shared}\n  (1): ${shared}\n)`);
+  });
 });
 
 describe("functionalCall with tied parameters", () => {
