@@ -1,9 +1,9 @@
 import { noGrad } from "@blocksparse/autograd";
-import { type DType, fromStorage, type Tensor, tidy, transpose } from "@blocksparse/core";
+import { type DType, fromStorage, type Tensor, tidy, transpose, ValueError } from "@blocksparse/core";
 import type { SafetensorsTensor } from "@blocksparse/format";
-import { disposeStateDict, type Module, type StateDict, type StateDictMismatch } from "@blocksparse/nn";
+import { disposeStateDict, Module, type StateDict, type StateDictMismatch } from "@blocksparse/nn";
 import { CheckpointError } from "./errors";
-import { checkOptions, dtypeHint } from "./layers";
+import { checkOptions, dtypeHint, shown } from "./layers";
 
 /** How a model's Hugging Face checkpoints name and lay out its parameters. */
 export interface CheckpointRules {
@@ -59,12 +59,23 @@ const TASK_HEADS = /^(classifier(\.dense|\.out_proj)?|qa_outputs|score|multiple_
 const format = (shape: readonly number[]) => `[${shape.join(", ")}]`;
 
 /**
+ * Refuses a model that names no checkpoint keys (no checkpointRules: a GPT2Model trunk, a Module of one's own), which
+ * would fail inside with a TypeError, with a ValueError naming what it got.
+ */
+export function checkCheckpointModel(model: unknown): asserts model is HuggingFaceModel {
+  if (model instanceof Module && typeof (model as { checkpointRules?: unknown }).checkpointRules === "function") return;
+  const got = model instanceof Module ? `a ${model.constructor.name}` : shown(model);
+  throw new ValueError(`loadCheckpoint: model must be a GPT2LMHeadModel, BertModel or RobertaModel, got ${got} (no checkpointRules); GPT-2's trunk loads as a GPT2LMHeadModel's transformer`);
+}
+
+/**
  * Checks a checkpoint's headers (every file's keys with dtype and shape) against `model`
  * before anything loads: missing keys, unexpected keys, shapes that differ (in the file's
  * layout) and non-float dtypes are all listed in one CheckpointError. F64 tensors load rounded to float32 (then to
  * the parameter's dtype).
  */
 export function planCheckpoint(model: HuggingFaceModel, headers: Map<string, TensorHeader>, options: CheckpointOptions | null = {}): CheckpointPlan {
+  checkCheckpointModel(model);
   const strict = checkOptions<CheckpointOptions>("loadCheckpoint", options, CHECKPOINT_OPTIONS, dtypeHint).strict ?? true;
   const rules = model.checkpointRules();
   const parameters = new Map(model.namedParameters());

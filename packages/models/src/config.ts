@@ -105,17 +105,37 @@ export function modelTypeOf(where: string, config: Record<string, unknown>): unk
 /** Whether `value` is an object that is not an array (what config.json holds). */
 export const isRecord = (value: unknown): value is Record<string, unknown> => value !== null && typeof value === "object" && !Array.isArray(value);
 
-function parse<S extends z.ZodMiniType>(where: string, schema: S, config: unknown): z.output<S> {
+function parse<S extends z.ZodMiniType>(where: string, schema: S, config: unknown, aliases: Record<string, string> = {}): z.output<S> {
   if (!isRecord(config)) throw new ConfigError(`${where}: config must be an object (config.json's contents)`);
   const result = schema.safeParse(config);
   if (result.success) return result.data;
-  const fields = result.error.issues.map((issue) => `${issue.path.join(".") || "(root)"}: ${issue.message}`);
+  const fields = result.error.issues.map(({ path, message }) => {
+    const field = path.join(".");
+    return `${field || "(root)"}${aliases[field] ? ` (given as ${aliases[field]})` : ""}: ${message}`;
+  });
   throw new ConfigError(`${where}: config.json does not describe a supported model: ${fields.join("; ")}`);
 }
 
-/** A GPT-2 config from config.json's contents (Hugging Face's defaults for absent fields). */
+/**
+ * GPT2Config's attribute_map, alias -> field: transformers reads these names as GPT-2's own (GPT2Config(hidden_size=64).n_embd
+ * is 64), so a config that uses them must not silently get the default sizes.
+ */
+const GPT2_ALIASES: Record<string, string> = { hidden_size: "n_embd", max_position_embeddings: "n_positions", num_attention_heads: "n_head", num_hidden_layers: "n_layer" };
+
+/** A GPT-2 config from config.json's contents (Hugging Face's defaults for absent fields; GPT2Config's aliases, hidden_size..., read as its fields). */
 export function parseGpt2Config(config: unknown): Gpt2Config {
-  const parsed = parse("parseGpt2Config", Gpt2ConfigSchema, config);
+  let resolved = config;
+  // field -> the alias it was given as, for the messages.
+  const given: Record<string, string> = {};
+  for (const [alias, field] of isRecord(config) ? Object.entries(GPT2_ALIASES) : []) {
+    const value = (config as Record<string, unknown>)[alias];
+    if (value === undefined) continue;
+    const own = (config as Record<string, unknown>)[field];
+    if (own !== undefined && own !== value) throw new ConfigError(`parseGpt2Config: ${alias}=${JSON.stringify(value)} and ${field}=${JSON.stringify(own)} disagree (transformers reads ${alias} as ${field})`);
+    resolved = { ...(resolved as object), [field]: value };
+    given[field] = alias;
+  }
+  const parsed = parse("parseGpt2Config", Gpt2ConfigSchema, resolved, given);
   if (parsed.n_embd % parsed.n_head !== 0) throw new ConfigError(`parseGpt2Config: n_head=${parsed.n_head} does not divide n_embd=${parsed.n_embd}`);
   return parsed;
 }

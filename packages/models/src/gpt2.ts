@@ -337,12 +337,16 @@ export class GPT2Model extends Module {
 
   constructor(config: Gpt2Config, nextSeed: () => number) {
     super();
-    this.config = config;
-    this.wte = new Embedding(config.vocab_size, config.n_embd, { seed: nextSeed() });
-    this.wpe = new Embedding(config.n_positions, config.n_embd, { seed: nextSeed() });
-    this.drop = new Dropout(config.embd_pdrop, { seed: nextSeed() });
-    this.h = new ModuleList(Array.from({ length: config.n_layer }, (_, i) => new GPT2Block(config, i, nextSeed)));
-    this.ln_f = new LayerNorm(config.n_embd, { eps: config.layer_norm_epsilon });
+    // Built alone, as transformers' GPT2Model(config): without seeds every layer would fail inside with a TypeError.
+    if (typeof nextSeed !== "function") throw new ValueError(`${this.label}: nextSeed must be a function, got ${shown(nextSeed)} (or build a GPT2LMHeadModel and use its transformer)`);
+    // A config.json's contents are checked and take their defaults here too (one already parsed parses to itself).
+    const parsed = parseGpt2Config(config);
+    this.config = parsed;
+    this.wte = new Embedding(parsed.vocab_size, parsed.n_embd, { seed: nextSeed() });
+    this.wpe = new Embedding(parsed.n_positions, parsed.n_embd, { seed: nextSeed() });
+    this.drop = new Dropout(parsed.embd_pdrop, { seed: nextSeed() });
+    this.h = new ModuleList(Array.from({ length: parsed.n_layer }, (_, i) => new GPT2Block(parsed, i, nextSeed)));
+    this.ln_f = new LayerNorm(parsed.n_embd, { eps: parsed.layer_norm_epsilon });
   }
 
   /**

@@ -18,7 +18,15 @@ import {
 } from "@huggingface/tokenizers";
 import { BertModel, RobertaModel } from "./bert";
 import { CONTROL_RANGES, NONSPACING_MARK_RANGES, PUNCTUATION_RANGES, WHITESPACE_RANGES } from "./bert-unicode";
-import { CHECKPOINT_OPTIONS, type CheckpointOptions, type HuggingFaceModel, loadPlannedTensors, planCheckpoint, type TensorHeader } from "./checkpoint";
+import {
+  CHECKPOINT_OPTIONS,
+  type CheckpointOptions,
+  checkCheckpointModel,
+  type HuggingFaceModel,
+  loadPlannedTensors,
+  planCheckpoint,
+  type TensorHeader,
+} from "./checkpoint";
 import { isRecord, modelTypeOf } from "./config";
 import { CheckpointError, ConfigError } from "./errors";
 import { GPT2LMHeadModel } from "./gpt2";
@@ -136,7 +144,8 @@ async function checkpointFiles(path: string): Promise<{ files: string[]; headers
  * and mis-shaped keys); then the files are read one at a time.
  */
 export async function loadCheckpoint(model: HuggingFaceModel, path: string, options: CheckpointOptions | null = {}): Promise<LoadCheckpointResult> {
-  // An unknown option (torch_dtype) is refused before any file is read, not ignored.
+  // A model without checkpoint names and an unknown option (torch_dtype) are refused before any file is read, not ignored.
+  checkCheckpointModel(model);
   checkOptions("loadCheckpoint", options, CHECKPOINT_OPTIONS, dtypeHint);
   const { files, headers } = await checkpointFiles(path);
   const plan = planCheckpoint(model, headers, options);

@@ -89,11 +89,14 @@ describe("browser bundle (esbuild, minified, every export kept)", () => {
   // encodeValues / decodeValues, outputs of another length, a backend named otherwise than it is registered, objects
   // that are no Backend; +0.33 KiB: 67.563 measured); 67.58 until the js GELU(tanh) computed its gate as a logistic
   // (67.581 measured); 67.62 until format's safetensors writer wrote its header entry by entry and counted shape
-  // elements exactly, and core refused a backend name that is no string (67.624 measured).
-  it("@blocksparse/models stays within 67.63 KiB gzipped and evaluates no code", async () => {
+  // elements exactly, and core refused a backend name that is no string (67.624 measured). 68.1 KiB since GPT-2 configs
+  // read GPT2Config's aliases (hidden_size, ...), loadCheckpoint refused a model without checkpointRules and GPT2Model
+  // checked its config and seeds, Module.toString stopped at a module held by its own descendant, and format refused
+  // more malformed arguments (its 31.95 KiB in nn's bundle tests; +0.47 KiB: 68.091 measured).
+  it("@blocksparse/models stays within 68.1 KiB gzipped and evaluates no code", async () => {
     const { code, gzipKiB } = await browserBundle(["@blocksparse/models"]);
     console.log(`@blocksparse/models: ${(code.length / 1024).toFixed(1)} KiB minified, ${gzipKiB.toFixed(1)} KiB gzipped`);
-    expect(gzipKiB).toBeLessThanOrEqual(67.63);
+    expect(gzipKiB).toBeLessThanOrEqual(68.1);
     expect(evaluatedCode(code)).toEqual([]);
   }, 60_000);
 });

@@ -4,8 +4,20 @@ import { join } from "node:path";
 import { encodeStorage, memory, tensor, ValueError } from "@blocksparse/core";
 import type { SafetensorsTensor } from "@blocksparse/format";
 import { loadSafetensors, saveSafetensors } from "@blocksparse/format/node";
-import { type BertLayer, BertModel, CheckpointError, ConfigError, type GPT2Block, GPT2LMHeadModel, RobertaModel } from "@blocksparse/models";
+import {
+  type BertLayer,
+  BertModel,
+  CheckpointError,
+  ConfigError,
+  type GPT2Block,
+  GPT2LMHeadModel,
+  GPT2Model,
+  loadCheckpointTensors,
+  parseGpt2Config,
+  RobertaModel,
+} from "@blocksparse/models";
 import { fromPretrained, loadCheckpoint, readConfig } from "@blocksparse/models/node";
+import { Linear, Sequential } from "@blocksparse/nn";
 import { load, save } from "@blocksparse/nn/node";
 import { afterAll, beforeAll, describe, expect, it, vi } from "vitest";
 import { fixtures, readReference, relativeError } from "./helpers";
@@ -192,6 +204,16 @@ describe("loadCheckpoint", () => {
     await expect(loadCheckpoint(model, dir)).rejects.toThrow(/pooler\.dense\.bias: the checkpoint has \[32\] I32, the model expects \[32\] F32, F16, BF16 or F64/);
   });
 
+  it("refuses a model that names no checkpoint keys (GPT-2's trunk, a Module of one's own) with a ValueError naming it, not a TypeError", async () => {
+    const trunk = new GPT2LMHeadModel(await gpt2Config(), { seed: 1 }).transformer;
+    await expect(loadCheckpoint(trunk as never, fixtures("gpt2"))).rejects.toThrow(ValueError);
+    await expect(loadCheckpoint(trunk as never, fixtures("gpt2"))).rejects.toThrow(/loadCheckpoint: model must be a GPT2LMHeadModel, BertModel or RobertaModel, got a GPT2Model \(no checkpointRules\); GPT-2's trunk loads as a GPT2LMHeadModel's transformer/);
+    await expect(loadCheckpoint(null as never, fixtures("gpt2"))).rejects.toThrow(/loadCheckpoint: model must be .*got null/);
+    const content = await loadSafetensors(fixtures("gpt2/model.safetensors"));
+    expect(() => loadCheckpointTensors(new Sequential(new Linear(4, 4)) as never, content.tensors)).toThrow(ValueError);
+    expect(() => loadCheckpointTensors(new Sequential(new Linear(4, 4)) as never, content.tensors)).toThrow(/got a Sequential/);
+  });
+
   it("checks a sharded index against its shards", async () => {
     const dir = await mkdtemp(join(scratch, "sharded-"));
     for (const file of ["config.json", "model-00001-of-00004.safetensors", "model-00002-of-00004.safetensors", "model-00003-of-00004.safetensors"]) {
@@ -274,6 +296,27 @@ describe("configs", () => {
     expect(() => new GPT2LMHeadModel({ ...config, n_head: 4, resid_pdrop: 2 })).toThrow(/resid_pdrop: expected a probability in \[0, 1\)/);
     expect(() => new BertModel({ position_embedding_type: "relative_key" })).toThrow(/position_embedding_type: expected "absolute"/);
     expect(() => new BertModel({ num_hidden_layers: 0 })).toThrow(/num_hidden_layers: expected a positive integer/);
+  });
+
+  it("reads GPT2Config's aliases (hidden_size, max_position_embeddings, num_attention_heads, num_hidden_layers) as transformers does, not as fields to ignore", async () => {
+    const aliased = { vocab_size: 64, hidden_size: 32, max_position_embeddings: 16, num_attention_heads: 4, num_hidden_layers: 2 };
+    const { n_embd, n_positions, n_head, n_layer } = new GPT2LMHeadModel(aliased, { seed: 1 }).config;
+    expect({ n_embd, n_positions, n_head, n_layer }).toEqual({ n_embd: 32, n_positions: 16, n_head: 4, n_layer: 2 });
+    // An alias that agrees with its field is the field; one that disagrees, or is no size, is a ConfigError naming it.
+    expect(parseGpt2Config({ hidden_size: 32, n_embd: 32, n_head: 4 }).n_embd).toBe(32);
+    expect(() => parseGpt2Config({ hidden_size: 64, n_embd: 32 })).toThrow(ConfigError);
+    expect(() => parseGpt2Config({ hidden_size: 64, n_embd: 32 })).toThrow(/hidden_size=64 and n_embd=32 disagree \(transformers reads hidden_size as n_embd\)/);
+    expect(() => parseGpt2Config({ num_hidden_layers: 0 })).toThrow(/n_layer \(given as num_hidden_layers\): expected a positive integer/);
+  });
+
+  it("builds GPT2Model alone from a config.json's contents, and refuses it without seeds with a ValueError, not a TypeError", async () => {
+    const config = await gpt2Config();
+    expect(() => new GPT2Model(parseGpt2Config(config), undefined as never)).toThrow(ValueError);
+    expect(() => new GPT2Model(parseGpt2Config(config), undefined as never)).toThrow(/GPT2Model: nextSeed must be a function, got undefined/);
+    // The contents are checked and take their defaults (n_layer absent: transformers' 12 blocks, not none).
+    const { n_layer: _, ...noLayers } = config;
+    expect(new GPT2Model(noLayers as never, () => 1).h.length).toBe(12);
+    expect(() => new GPT2Model({ ...config, n_head: 3 } as never, () => 1)).toThrow(/n_head=3 does not divide n_embd=32/);
   });
 
   it("takes gelu_fast (transformers' FastGELUActivation) as the tanh approximation gelu_new is", async () => {

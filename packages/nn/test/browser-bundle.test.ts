@@ -20,11 +20,14 @@ describe("browser bundles (esbuild, minified, every export kept)", () => {
   // values, the Into conversions outputs of another length, divisors what is no dimension, and blockMask, zeros and
   // random what one array cannot hold (+0.19 KiB: 31.725 measured); 31.73 KiB until the safetensors writer wrote its
   // header entry by entry (integer-like names in the data's order), counted shape elements exactly, and patterns
-  // refused index array-likes longer than int32 (+0.05 KiB: 31.778 measured).
-  it("@blocksparse/format with its npz subpath stays within 31.78 KiB gzipped and evaluates no code", async () => {
+  // refused index array-likes longer than int32 (+0.05 KiB: 31.778 measured); 31.78 KiB until a zip member that
+  // inflates past its recorded size was refused in one call too, the Into conversions refused arrays of another type,
+  // encodeValues values that are no numbers, and BSR contents built by hand were checked as a file's are (+0.17 KiB:
+  // 31.946 measured).
+  it("@blocksparse/format with its npz subpath stays within 31.95 KiB gzipped and evaluates no code", async () => {
     const { code, gzipKiB } = await browserBundle(["@blocksparse/format", "@blocksparse/format/npz"]);
     console.log(`@blocksparse/format + /npz: ${(code.length / 1024).toFixed(1)} KiB minified, ${gzipKiB.toFixed(1)} KiB gzipped`);
-    expect(gzipKiB).toBeLessThanOrEqual(31.78);
+    expect(gzipKiB).toBeLessThanOrEqual(31.95);
     expect(evaluatedCode(code)).toEqual([]);
   }, 60_000);
 
@@ -144,11 +147,13 @@ describe("browser bundles (esbuild, minified, every export kept)", () => {
   // that are no Backend where one is asked for (+0.34 KiB: 95.066 measured); 95.11 until the js GELU(tanh) computed its
   // gate as a logistic (95.106 measured); 95.15 until SparseOptimizer moved a tied weight once, OneCycleLR's linear
   // anneal took step totalSteps, a refused SequentialLR load put the optimizer's lr back, core refused a backend name
-  // that is no string, and format's writer and pattern checks above (+0.15 KiB: 95.296 measured).
-  it("format + core + autograd + nn stay within 95.3 KiB gzipped and evaluate no code", async () => {
+  // that is no string, and format's writer and pattern checks above (+0.15 KiB: 95.296 measured); 95.3 until
+  // Module.toString printed a module held by its own descendant without entering it again (95.317 measured) and
+  // format's checks of 31.95 KiB above (+0.11 KiB: 95.429 measured).
+  it("format + core + autograd + nn stay within 95.43 KiB gzipped and evaluate no code", async () => {
     const { code, gzipKiB } = await browserBundle(["@blocksparse/format", "@blocksparse/core", "@blocksparse/autograd", "@blocksparse/nn"]);
     console.log(`format + core + autograd + nn: ${(code.length / 1024).toFixed(1)} KiB minified, ${gzipKiB.toFixed(1)} KiB gzipped`);
-    expect(gzipKiB).toBeLessThanOrEqual(95.3);
+    expect(gzipKiB).toBeLessThanOrEqual(95.43);
     expect(evaluatedCode(code)).toEqual([]);
   }, 60_000);
 
