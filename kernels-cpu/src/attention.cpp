@@ -233,6 +233,9 @@ void attentionBackward(AttentionOperand dout, AttentionOperand q, AttentionOpera
 
 void cachedAttention(const float* q, const float* k, const float* v, const int32_t* positions, float* out, int64_t heads, int64_t m, int64_t n, int64_t d,
                      double scale) {
+  // out has no elements: nothing to compute. With d = 0 no array bounds heads or n: a row per head of 2^40 heads had
+  // hung the pool (its item count past 2^40), and a position of 2^31 - 1 over as many keys took 16 GiB of scores.
+  if (d == 0) return;
   // Every row's buffers are sized for the call's longest row: rows of one call never shrink what another just grew.
   int64_t longest = 0;
   for (int64_t i = 0; i < m; i++) longest = std::max(longest, std::clamp<int64_t>(static_cast<int64_t>(positions[i]) + 1, 0, n));

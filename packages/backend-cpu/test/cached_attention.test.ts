@@ -7,7 +7,7 @@ import { cachedAttention, getBackendInstance, ShapeError, tensorOn, tidy, ValueE
 import { SeededRandom } from "@blocksparse/core/testing";
 import { describe, expect, it } from "vitest";
 import { nativeCachedAttention } from "../src/compute";
-import { cpuBackend } from "../src/index";
+import { cpuBackend, cpuThreads, setCpuThreads } from "../src/index";
 import { cpuMissing, reportCpuAvailability } from "./cpu";
 
 reportCpuAvailability("cached_attention.test.ts");
@@ -74,6 +74,25 @@ describe.skipIf(cpuMissing)("cpu CachedAttention", () => {
     expect(call({ positions: new Int32Array(m - 1) })).toThrow(/positions has 2 elements, needs 3/);
     expect(call({ out: q })).toThrow(ValueError);
     expect(call({ out: q })).toThrow(/out shares memory with q/);
+  });
+
+  it("with d = 0 the output has no elements: no row is attended, whatever the heads and keys", () => {
+    const addon = cpuBackend().addon;
+    const none = new Float32Array(0);
+    const startThreads = cpuThreads();
+    try {
+      // 2^24 keys of no values, a position past them: each row had taken a row of 2^24 float64 scores (128 MiB).
+      for (const threads of [1, 2]) {
+        setCpuThreads(threads);
+        addon.releaseScratch();
+        addon.cachedAttention(none, 0, none, 0, none, 0, Int32Array.of(2 ** 31 - 1, -1), none, 0, 2, 2, 2 ** 24, 0, 0.5);
+        expect(addon.scratchBytes(), `${threads} threads: scratch`).toBe(0);
+      }
+      // (2^40 + 1 heads of no values had passed the pool's item count, which then waited for ever; not called here, where
+      // a regression would hang the suite instead of failing it: the scratch above fails first.)
+    } finally {
+      setCpuThreads(startThreads);
+    }
   });
 
   it("positions in a SharedArrayBuffer are a ValueError: another thread could change one during the call", () => {
