@@ -43,6 +43,14 @@ class ThreadPool {
   // rethrown here once no thread runs an item (thrown on a worker, it would have aborted the process).
   void run(int64_t count, const std::function<void(int64_t)>& body) {
     if (count <= 0) return;
+    // The job word holds at most 2^40 - 1 items: a larger count would spill into the generation (and its caller wait
+    // for ever), so it runs as jobs of that many.
+    if (static_cast<uint64_t>(count) > kIndexMask) {
+      for (int64_t start = 0; start < count; start += static_cast<int64_t>(kIndexMask)) {
+        run(std::min(static_cast<int64_t>(kIndexMask), count - start), [&](int64_t i) { body(start + i); });
+      }
+      return;
+    }
     if (workers_.empty() || count == 1) {
       for (int64_t i = 0; i < count; i++) body(i);
       return;
