@@ -7,7 +7,7 @@ import { DistributedError, GradientMismatchError, ReplicaDivergenceError, type S
 import type { ProcessGroup } from "./process_group";
 
 export interface DistributedDataParallelOptions {
-  /** Gradient bytes per all-reduce (default 25 MiB, as PyTorch): fewer, larger collectives. */
+  /** Gradient bytes per all-reduce (default 25 MiB, as PyTorch): fewer, larger collectives. The same on every rank (backward checks). */
   bucketBytes?: number;
   /** Start every bucket's all-reduce as soon as backward has its gradients (default true); false reduces after backward. */
   overlap?: boolean;
@@ -637,10 +637,11 @@ export class DistributedDataParallel extends Module {
    * values are per block), and that the SparseOptimizers given to movePatterns still have the same
    * schedules (a count that drifted apart would send ranks into different collectives at a later
    * move), and that no parameter was added or replaced since `create` (its values would be its
-   * rank's own), in one allGather of nine numbers per rank (parameter count, how many take gradients,
-   * a digest of which, a digest of the patterns, the count of unused parameters, a digest of every
-   * parameter's dtype and shape, the number of SparseOptimizers, a digest of their schedules and the
-   * count of parameters added since).
+   * rank's own), and that the ranks cut the gradients into the same buckets (a `bucketBytes` that differs
+   * between ranks: buckets of other sizes), in one allGather of ten numbers per rank (parameter count, how
+   * many take gradients, a digest of which, a digest of the patterns, the count of unused parameters, a
+   * digest of every parameter's dtype and shape, the number of SparseOptimizers, a digest of their schedules,
+   * the count of parameters added since and a digest of the bucket plan).
    * Only when they differ, a second allGather finds what differs, and every rank throws the same
    * error naming it, instead of calling collectives of other sizes (a CollectiveError about shapes
    * on the CPU group; a hang or wrong sums on NCCL) or averaging the gradients of different blocks.
@@ -665,7 +666,9 @@ export class DistributedDataParallel extends Module {
     const scheduleDigests = Int32Array.from(schedules, (schedule) => digest32(schedule));
     // Per parameter: 1 where it is not one the ranks agreed on (added or replaced since create or broadcastParameters).
     const added = Int32Array.from(named, ([, parameter]) => (this.#wrapped.has(parameter) ? 0 : 1));
-    const fields = 9;
+    // The buckets' sizes, in order: with the parameters alike, a bucketBytes that differs cuts them into buckets of other sizes.
+    const plan = Int32Array.from(this.#planBuckets(), (bucket) => bucket.parameters.length);
+    const fields = 10;
     const fingerprints = await this.#allGatherInt32([
       count,
       flags.reduce((a, b) => a + b, 0),
@@ -676,6 +679,7 @@ export class DistributedDataParallel extends Module {
       sparses.length,
       digest32(scheduleDigests),
       added.reduce((a, b) => a + b, 0),
+      digest32(plan),
     ]);
     const ranks = Array.from({ length: worldSize }, (_, r) => r);
     const field = (r: number, f: number) => fingerprints[r * fields + f];
@@ -687,7 +691,7 @@ export class DistributedDataParallel extends Module {
       return exchange;
     };
     const changed = ranks.some((r) => field(r, 8) > 0);
-    if (agree(0) && agree(1) && agree(2) && agree(3) && agree(5) && agree(6) && agree(7) && !changed) return schedulesAgreed();
+    if (agree(0) && agree(1) && agree(2) && agree(3) && agree(5) && agree(6) && agree(7) && agree(9) && !changed) return schedulesAgreed();
     if (!agree(0)) {
       const counts = ranks.map((r) => `${field(r, 0)} on rank ${r}`).join(", ");
       throw new ReplicaDivergenceError(`${where}: the ranks built different models: their numbers of parameters differ (${counts})`);
@@ -747,6 +751,14 @@ export class DistributedDataParallel extends Module {
       throw new ReplicaDivergenceError(`${where}: the ranks have given movePatterns different numbers of SparseOptimizers (${counts}): give every rank's movePatterns the same ones, at the same calls`);
     }
     if (!agree(7)) await this.#compareSchedules(where, schedules);
+    // The parameters agree, so the plans differ by bucketBytes alone (an all-reduce of other sizes: a hang or wrong sums on NCCL).
+    if (!agree(9)) {
+      const all = new Float64Array(Int32Array.from(await this.#allGatherInt32(new Int32Array(Float64Array.of(this.#bucketBytes).buffer))).buffer);
+      const values = ranks.map((r) => `${all[r]} on rank ${r}`).join(", ");
+      throw new ValueError(
+        `${where}: the ranks cut the gradients into different buckets: DistributedDataParallel.create was given different bucketBytes (${values}), so they would all-reduce buckets of other sizes. Give every rank the same bucketBytes`,
+      );
+    }
     return schedulesAgreed();
   }
 
