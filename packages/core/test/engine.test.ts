@@ -424,8 +424,20 @@ describe("the finalizer watches a tensor once it can outlive every scope", () =>
       await new Promise((resolve) => setTimeout(resolve, 10));
     }
   };
+  // Earlier tests' garbage collected first: a baseline taken while some was pending counted its frees as the test's
+  // own (a count below the baseline; seen on a loaded machine).
+  const settle = () => {
+    let previous = -1;
+    return collect(() => {
+      const now = memory().numTensors;
+      const same = now === previous;
+      previous = now;
+      return same;
+    });
+  };
 
   it("frees a tensor returned from tidy, or kept inside it, then dropped undisposed", async () => {
+    await settle();
     const backend = getBackendInstance("js");
     const buffers = backend.memory().buffers;
     (() => {
@@ -441,6 +453,7 @@ describe("the finalizer watches a tensor once it can outlive every scope", () =>
   });
 
   it("counts what it frees in memory().numCollected, so numTensors + numCollected stays put while garbage is collected", async () => {
+    await settle();
     const start = memory();
     (() => {
       for (let i = 0; i < 3; i++) ones([1000]);
@@ -471,6 +484,7 @@ describe("the finalizer watches a tensor once it can outlive every scope", () =>
   });
 
   it("registers a tensor that outlives every scope at the end of the task, or at once when many wait; never one disposed before", async () => {
+    await settle();
     const backend = getBackendInstance("js");
     const buffers = backend.memory().buffers;
     // Made and disposed within the task: never registered (the registration is what a small op would pay for).

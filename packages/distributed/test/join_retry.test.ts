@@ -123,9 +123,11 @@ describe("a destroy that failed", () => {
   it("that could not give the rank back (the network to the store failed) is told when retried in that process, with a DistributedEnvError saying so", async () => {
     const { env, server } = await jobOf(2, true);
     const proxy = await proxyTo((server as TcpStoreServer).port);
-    const [, one] = await formed([Rendezvous.join(env(0), { timeoutMs: 300 }), Rendezvous.join({ ...env(1), masterPort: proxy.port }, { timeoutMs: 300 })]);
+    // 1.5 s: with 0.3 s a loaded machine (two cores, other suites beside) timed out the join itself, before the test.
+    const timeoutMs = 1500;
+    const [, one] = await formed([Rendezvous.join(env(0), { timeoutMs }), Rendezvous.join({ ...env(1), masterPort: proxy.port }, { timeoutMs })]);
     proxy.cut();
-    const error = await within(one.destroy(), 3000).catch((caught: unknown) => caught);
+    const error = await within(one.destroy(), 4 * timeoutMs).catch((caught: unknown) => caught);
     expect(error).toBeInstanceOf(StoreTimeoutError);
     expect((error as Error).message).toMatch(/^destroy: rank 1 of WORLD_SIZE=2: store set 'shutdown\/arrived\/1': the store did not answer .*; the store did not answer when the rank was given back/);
     const retry = await within(Rendezvous.join({ ...env(1), masterPort: proxy.port }, { timeoutMs: 300 }), 3000).catch((caught: unknown) => caught);
