@@ -1,5 +1,5 @@
 import { detach, noGrad } from "@blocksparse/autograd";
-import { assertBoolean, cast, DTypeError, FLOAT_DTYPES, type FloatDType, formatArg, getBackendInstance, keep, optionsArg, shapesEqual, Tensor, tidy, ValueError } from "@blocksparse/core";
+import { assertBoolean, cast, DTypeError, FLOAT_DTYPES, type FloatDType, formatArg, getBackendInstance, keep, listBackends, optionsArg, shapesEqual, Tensor, tidy, ValueError } from "@blocksparse/core";
 import { StateDictError, type StateDictMismatch } from "./errors";
 import { clearGrad, Parameter } from "./parameter";
 import { BlockSparseWeight, describeEntry, type StateDict, type StateDictEntry } from "./state_dict";
@@ -24,6 +24,8 @@ function isFloatDTypeName(value: unknown): value is FloatDType {
  * one this library lacks is refused as a dtype rather than looked up as a backend (torch casts to torch.float64 etc.).
  */
 const DTYPE_NAME = /^(u?int|b?float|complex)\d/;
+/** Other names users give dtypes (torch's module.half(), bf16 in configs): not backends, so the error says which dtype. */
+const DTYPE_ALIASES: Record<string, FloatDType> = { half: "float16", fp16: "float16", f16: "float16", bf16: "bfloat16", float: "float32", fp32: "float32", f32: "float32", single: "float32" };
 
 function checkTarget(target: ModuleTarget): ModuleTarget {
   if (target === null || typeof target !== "object") {
@@ -237,6 +239,10 @@ export abstract class Module {
   to(target: string | ModuleTarget): this {
     // A dtype's name we cannot cast to ("int32", as torch refuses torch.int32; "float64", which we lack) is refused as a dtype.
     const { backend, dtype } = typeof target === "string" ? (DTYPE_NAME.test(target) ? checkTarget({ dtype: target as FloatDType }) : { backend: target }) : checkTarget(target);
+    if (typeof target === "string" && Object.hasOwn(DTYPE_ALIASES, target.toLowerCase()) && !listBackends().includes(target)) {
+      // Looked up as a backend, "half" was "Backend 'half' is not registered", which does not say what to write instead.
+      throw new DTypeError(`Module.to: "${target}" is not a dtype's name here: write "${DTYPE_ALIASES[target.toLowerCase()]}" (dtypes: ${FLOAT_DTYPES.join(", ")})`);
+    }
     const backendInstance = backend === undefined ? undefined : getBackendInstance(backend);
     // The tensor on the target (`t` itself when it is there already); a moved copy cast after is freed.
     const convert = (t: Tensor): Tensor => {

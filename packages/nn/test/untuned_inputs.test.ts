@@ -203,6 +203,11 @@ describe("Module.to with a dtype this library lacks", () => {
       expect(() => model.to(name)).toThrow(`Module.to: dtype must be one of float32, float16, bfloat16, got "${name}"`);
     }
     expect(() => model.to("gpu0")).toThrow(/Backend 'gpu0' is not registered/);
+    // Other names for a dtype (torch's half(), bf16) were looked up as backends too: the error now says which name to write.
+    for (const [name, dtype] of [["half", "float16"], ["BF16", "bfloat16"], ["float", "float32"], ["fp16", "float16"]]) {
+      expect(() => model.to(name)).toThrow(DTypeError);
+      expect(() => model.to(name)).toThrow(`Module.to: "${name}" is not a dtype's name here: write "${dtype}" (dtypes: float32, float16, bfloat16)`);
+    }
     expect(model.weight.dtype).toBe("float32");
     for (const parameter of model.parameters()) parameter.dispose();
   });
