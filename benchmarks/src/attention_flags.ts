@@ -28,11 +28,18 @@ export const ATTENTION_CLI = {
 
 function parseShapes(value: string): Shape[] {
   // flagItems: a shape or path listed twice was timed twice and printed as two rows.
+  const seen = new Map<string, string>();
   return flagItems(value, "shapes").map((item) => {
-    const dims = item.split("x").map(Number);
-    if (dims.length !== 4 || dims.some((d) => !Number.isInteger(d) || d <= 0)) {
+    // Decimal digits only: Number() read "1e1" as 10 and " 16" as 16.
+    const dims = /^\d+x\d+x\d+x\d+$/.test(item) ? item.split("x").map(Number) : [];
+    if (dims.length !== 4 || dims.some((d) => !Number.isSafeInteger(d) || d <= 0)) {
       throw new FlagError(`--shapes: "${item}" is not batch x heads x length x headDim (positive integers)`);
     }
+    // "1x1x16x16" and "01x1x16x16" name one case, which was timed twice.
+    const key = dims.join("x");
+    const earlier = seen.get(key);
+    if (earlier !== undefined) throw new FlagError(`--shapes: "${item}" repeats "${earlier}" (both are ${key}) in "${value}"; give each once`);
+    seen.set(key, item);
     const [batch, heads, length, headDim] = dims;
     return { batch, heads, length, headDim };
   });

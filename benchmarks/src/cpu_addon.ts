@@ -8,7 +8,7 @@
 import { cpuBackend, setCpuThreads } from "@blocksparse/backend-cpu";
 import { BsrPattern, setBackend } from "@blocksparse/core";
 import { SeededRandom } from "@blocksparse/format";
-import { parseCpuAddonFlags } from "./cpu_addon_flags";
+import { DECODE_BATCHES, decodeName, parseCpuAddonFlags, PRODUCT_SHAPES, productName } from "./cpu_addon_flags";
 import { describeFailure } from "./flags";
 import { plural } from "./report";
 
@@ -57,7 +57,6 @@ function best(run: () => void): Timing {
 // GFLOP/s per CPU-second: what one core does while it runs, however much other load shares the machine.
 // Exact with --threads 1 only: Linux adds the time of the process's other running threads at scheduler ticks.
 function report(what: string, flop: number, { ms, cpuMs }: Timing): void {
-  if (args.only && !what.includes(args.only)) return;
   const perCore = flop / (cpuMs * 1e6);
   console.log(`${what.padEnd(44)} ${ms.toFixed(3).padStart(10)} ms ${(flop / (ms * 1e6)).toFixed(1).padStart(8)} GFLOP/s wall ${perCore.toFixed(1).padStart(8)} GFLOP/s per CPU-second`);
 }
@@ -65,15 +64,13 @@ function report(what: string, flop: number, { ms, cpuMs }: Timing): void {
 const wanted = (what: string) => !args.only || what.includes(args.only);
 const build = cpuBackend().build;
 console.log(`micro-kernel ${build.isa} (${build.tileRows}x${build.tileCols}), ${plural(build.threads, "thread")}, best of ${repeats}`);
-for (const [M, K, N] of [
-  [256, 1024, 1024],
-  [2048, 1024, 4096],
-]) {
+// The names --only is matched against are the names printed (the two differed: "--only b32" timed nothing).
+for (const [M, K, N] of PRODUCT_SHAPES) {
   const a = random(M * K, 1);
   const b = random(K * N, 2);
   const c = aligned(M * N);
-  const shape = `${M}x${K}x${N}`;
-  if (wanted(`dense ${shape}`)) report(`dense ${shape}`, 2 * M * N * K, best(() => addon.matmul(a, 0, b, 0, c, 0, M, N, K, false, false)));
+  const name = (product: "dense" | "bsrLinear" | "bsrMatmul" | "sampledMatmul") => productName(product, [M, K, N]);
+  if (wanted(name("dense"))) report(name("dense"), 2 * M * N * K, best(() => addon.matmul(a, 0, b, 0, c, 0, M, N, K, false, false)));
   const pattern = BsrPattern.random([N, K], { blockShape: [32, 32], density: 0.25, seed: 3 });
   const values = random(pattern.nnzBlocks * 1024, 4);
   const dy = random(M * N, 5);
@@ -84,22 +81,22 @@ for (const [M, K, N] of [
   const rowIndex = { ...sizes, blockRowPtr: pattern.blockRowPtr, blockColIdx: pattern.blockColIdx };
   const columnIndex = { ...sizes, ...pattern.columnIndex };
   const flop = 2 * M * pattern.nnzBlocks * 1024;
-  if (wanted(`bsrLinear ${shape}`)) report(`bsrLinear b32 d0.25 ${shape}`, flop, best(() => addon.bsrLinear(a, 0, values, 0, null, 0, y, 0, M, rowIndex)));
-  if (wanted(`bsrMatmul ${shape}`)) report(`bsrMatmul b32 d0.25 ${shape}`, flop, best(() => addon.bsrMatmul(dy, 0, values, 0, dx, 0, M, columnIndex)));
-  if (wanted(`sampledMatmul ${shape}`)) report(`sampledMatmul b32 d0.25 ${shape}`, flop, best(() => addon.sampledMatmul(dy, 0, a, 0, dw, 0, M, rowIndex)));
+  if (wanted(name("bsrLinear"))) report(name("bsrLinear"), flop, best(() => addon.bsrLinear(a, 0, values, 0, null, 0, y, 0, M, rowIndex)));
+  if (wanted(name("bsrMatmul"))) report(name("bsrMatmul"), flop, best(() => addon.bsrMatmul(dy, 0, values, 0, dx, 0, M, columnIndex)));
+  if (wanted(name("sampledMatmul"))) report(name("sampledMatmul"), flop, best(() => addon.sampledMatmul(dy, 0, a, 0, dw, 0, M, rowIndex)));
 }
 const D = 4096;
-for (const batch of [1, 4, 8]) {
+for (const batch of DECODE_BATCHES) {
   const x = random(batch * D, 6);
   const w = random(D * D, 7);
   const y = aligned(batch * D);
-  if (wanted(`decode dense b${batch}`)) report(`decode dense x·Wᵀ batch ${batch}`, 2 * batch * D * D, best(() => addon.matmul(x, 0, w, 0, y, 0, batch, D, D, false, true)));
+  if (wanted(decodeName("dense", batch))) report(decodeName("dense", batch), 2 * batch * D * D, best(() => addon.matmul(x, 0, w, 0, y, 0, batch, D, D, false, true)));
   const pattern = BsrPattern.random([D, D], { blockShape: [32, 32], density: 0.25, seed: 8 });
   const values = random(pattern.nnzBlocks * 1024, 9);
   const rowIndex = { rows: D, cols: D, blockHeight: 32, blockWidth: 32, blockRowPtr: pattern.blockRowPtr, blockColIdx: pattern.blockColIdx };
-  const timing = best(() => addon.bsrLinear(x, 0, values, 0, null, 0, y, 0, batch, rowIndex));
-  if (wanted(`decode bsrLinear b${batch}`)) {
-    report(`decode bsrLinear d0.25 batch ${batch}`, 2 * batch * pattern.nnzBlocks * 1024, timing);
+  if (wanted(decodeName("bsrLinear", batch))) {
+    const timing = best(() => addon.bsrLinear(x, 0, values, 0, null, 0, y, 0, batch, rowIndex));
+    report(decodeName("bsrLinear", batch), 2 * batch * pattern.nnzBlocks * 1024, timing);
     console.log(`  weights ${(values.byteLength / 2 ** 20).toFixed(1)} MiB read at ${(values.byteLength / (timing.ms * 1e6)).toFixed(1)} GB/s`);
   }
 }

@@ -13,16 +13,24 @@ import { cudaBackend, DTYPE_CODE, NcclReduceOp } from "@blocksparse/backend-cuda
 import { fullOn, setBackend, tensor, tidy } from "@blocksparse/core";
 import { DistributedDataParallel, initProcessGroup, NcclProcessGroup } from "@blocksparse/distributed";
 import { buildModel, buildOptimizers, combinedBatch, localBatch, lossOf, snapshot, STEPS, trainReference } from "../../packages/distributed/test/children/ddp_model";
-import { FlagError, parseFlags } from "./flags";
+import { describeFailure, FlagError, parseFlags } from "./flags";
 
-const { positionals } = parseFlags({
-  usage: "blocksparse-run --nproc-per-node N src/ddp_nccl.ts [OUT]",
-  summary: "One rank of the NCCL check: exact collectives, data-parallel training, all-reduce bus bandwidth.",
-  positionals: "OUT: directory rank 0 writes ddp-nccl.json and ddp-nccl.md to (default: the current directory)",
-  flags: {},
-});
-if (positionals.length > 1) throw new FlagError(`expected at most one OUT directory, got ${positionals.length} arguments`);
-const out = positionals[0] ?? ".";
+// A bad argument is its message alone and exit 1, not a stack trace of the module's top level.
+const out = (() => {
+  try {
+    const { positionals } = parseFlags({
+      usage: "blocksparse-run --nproc-per-node N src/ddp_nccl.ts [OUT]",
+      summary: "One rank of the NCCL check: exact collectives, data-parallel training, all-reduce bus bandwidth.",
+      positionals: "OUT: directory rank 0 writes ddp-nccl.json and ddp-nccl.md to (default: the current directory)",
+      flags: {},
+    });
+    if (positionals.length > 1) throw new FlagError(`expected at most one OUT directory, got ${positionals.length} arguments`);
+    return positionals[0] ?? ".";
+  } catch (error) {
+    process.stderr.write(`${describeFailure(error)}\n`);
+    return process.exit(1);
+  }
+})();
 const group = await initProcessGroup({ backend: "nccl", timeoutMs: 120_000 });
 if (!(group instanceof NcclProcessGroup)) throw new Error("expected the NCCL group");
 setBackend("cuda");

@@ -20,7 +20,7 @@ import { noGrad } from "@blocksparse/autograd";
 import { add, captureGraph, cast, getBackendInstance, randn, type Tensor, tidy } from "@blocksparse/core";
 import { BlockSparseLinear, forwardLinearActivation, GELU, LayerNorm, Linear, Module } from "@blocksparse/nn";
 import { parseDecodeGraphFlags } from "./decode_graph_flags";
-import { densities as densityList, describeFailure, FlagError, positiveIntegers as numbers } from "./flags";
+import { describeFailure, FlagError } from "./flags";
 import { describeMachine, gitState, repoRoot } from "./machine";
 import { plural } from "./report";
 import { startBackend } from "./start_backend";
@@ -69,16 +69,15 @@ function runTorch(args: { model: string; width: number; hidden: number; layers: 
 }
 
 async function main(): Promise<void> {
-  const { values, dtype, model, width, hidden, layerCount, iterations, outDir } = parseDecodeGraphFlags();
+  const { values, dtype, model, width, hidden, layerCount, iterations, tokenCounts, blocks, densities, outDir } = parseDecodeGraphFlags();
   const started = await startBackend(values.backend);
   // Every case is timed captured beside eager: refused here, not by captureGraph's stack inside the first case.
   if (getBackendInstance().graphs === undefined) {
     throw new FlagError(`--backend ${values.backend}: the ${started.backend} backend cannot record graphs, and every case is timed as a captured replay; run it where cuda starts`);
   }
   const rows: Row[] = [];
-  const tokenCounts = numbers(values.tokens, "tokens");
   const cases: [number, number][] = [[0, 1]];
-  for (const block of numbers(values.blocks, "blocks")) for (const density of densityList(values.densities, "densities")) cases.push([block, density]);
+  for (const block of blocks) for (const density of densities) cases.push([block, density]);
   for (const tokens of tokenCounts) {
     for (const [block, density] of cases) {
       const linear = (inFeatures: number, outFeatures: number, seed: number): Module =>

@@ -1,7 +1,7 @@
 /** decode_graph.ts's flags, parsed and checked before a backend starts or a case runs. */
 import { join } from "node:path";
 import type { FloatDType } from "@blocksparse/core";
-import { BACKEND_FLAG, type CliSpec, DTYPE_FLAG, FlagError, outputDirectory, parseFlags, positiveInteger } from "./flags";
+import { BACKEND_FLAG, checkKeepsABlock, type CliSpec, densities as densityList, DTYPE_FLAG, FlagError, outputDirectory, parseFlags, positiveInteger, positiveIntegers } from "./flags";
 import { repoRoot } from "./machine";
 
 export const DECODE_GRAPH_CLI = {
@@ -34,6 +34,22 @@ export function parseDecodeGraphFlags(args: string[] = process.argv.slice(2)) {
   const hidden = positiveInteger(values.hidden, "hidden");
   const layerCount = positiveInteger(values.layers, "layers");
   const iterations = positiveInteger(values.iterations, "iterations");
+  // Checked here, not when the loop reaches them after the backend started: a block that does not tile the layers
+  // failed in BlockSparseLinear's constructor with its stack, after the dense case was timed.
+  const tokenCounts = positiveIntegers(values.tokens, "tokens");
+  const blocks = positiveIntegers(values.blocks, "blocks");
+  const densities = densityList(values.densities, "densities");
+  // [outFeatures, inFeatures] of each block-sparse weight: width x width, or the ffn block's two.
+  const weights = model === "linear" ? [[width, width]] : [[hidden, width], [width, hidden]];
+  for (const block of blocks) {
+    const misfit = weights.find((dims) => dims.some((d) => d % block !== 0));
+    if (misfit !== undefined) {
+      throw new FlagError(`--blocks: ${block} does not divide the ${model} layers' ${misfit[0]}x${misfit[1]} weight (--width ${width}${model === "ffn" ? `, --hidden ${hidden}` : ""})`);
+    }
+    for (const [rows, cols] of weights) {
+      for (const density of densities) checkKeepsABlock(density, rows / block, cols / block, `${block}x${block}`, `the ${model} layers' ${rows}x${cols} weight`);
+    }
+  }
   const outDir = outputDirectory(values.out ?? join(repoRoot, "benchmarks", "results", "tmp", "decode-graph"));
-  return { values, dtype, model, width, hidden, layerCount, iterations, outDir };
+  return { values, dtype, model, width, hidden, layerCount, iterations, tokenCounts, blocks, densities, outDir };
 }

@@ -36,7 +36,8 @@ export function parseEagerStepFlags(args: string[] = process.argv.slice(2)) {
     if (!Number.isSafeInteger(n) || n < least) throw new FlagError(`--${name}: expected an integer >= ${least}, got "${values[name]}"`);
   }
   if (!Number.isInteger(block) || block < 0) throw new FlagError(`--block: expected a block side (a positive integer) or 0 for the dense model, got "${values.block}"`);
-  if (block !== 0 && !(density > 0 && density <= 1)) throw new FlagError(`--density: expected a density in (0, 1], got "${values.density}"`);
+  // Checked with --block 0 too: the dense model ignores it, but a bad value given is still a mistake in the command.
+  if (!(density > 0 && density <= 1)) throw new FlagError(`--density: expected a density in (0, 1], got "${values.density}"`);
   // Checked here, not left to BlockSparseLinear's constructor: its error would come with a stack, after the backend started.
   if (block !== 0 && (dModel % block !== 0 || hidden % block !== 0)) throw new FlagError(`--block ${block} does not divide both widths of --widths ${values.widths}`);
   if (block !== 0) checkKeepsABlock(density, hidden / block, dModel / block, `${block}x${block}`, `the ${hidden}x${dModel} weights (--widths ${values.widths})`, "density");

@@ -1,7 +1,7 @@
 /** generate.ts's flags, parsed and checked before a backend starts or a case runs. */
 import type { FloatDType } from "@blocksparse/core";
 import type { GenerateOptions } from "@blocksparse/models";
-import { BACKEND_FLAG, type CliSpec, densities as densityList, DTYPE_FLAG, FlagError, flagItems, outputDirectory, parseFlags, positiveInteger, positiveIntegers as numbers } from "./flags";
+import { BACKEND_FLAG, checkKeepsABlock, type CliSpec, densities as densityList, DTYPE_FLAG, FlagError, flagItems, outputDirectory, parseFlags, positiveInteger, positiveIntegers as numbers } from "./flags";
 
 /** GPT-2's position table (every size's n_positions). */
 export const N_POSITIONS = 1024;
@@ -23,6 +23,9 @@ export const MODES = {
 } satisfies Record<string, GenerateOptions>;
 
 export type Mode = keyof typeof MODES;
+
+/** The side of the blocks the patcher gives the feed-forward layers: its default, nn's DEFAULT_BLOCK_SHAPE. */
+const FFN_BLOCK = 32;
 
 export const GENERATE_CLI = {
   usage: "tsx src/generate.ts [flags]",
@@ -61,6 +64,11 @@ export function parseGenerateFlags(args: string[] = process.argv.slice(2)) {
   // The dense model always runs: a 1 here timed it twice, as two identical rows.
   if (sparse.includes(1)) throw new FlagError(`--densities: 1 is the dense model, which always runs; give densities below 1, got "${values.densities}"`);
   const densities = [1, ...sparse];
+  // A density that keeps no block ran a layer of one block, reported as the density asked for.
+  for (const size of sizes) {
+    const width = SIZES[size].n_embd;
+    for (const density of sparse) checkKeepsABlock(density, (4 * width) / FFN_BLOCK, width / FFN_BLOCK, `${FFN_BLOCK}x${FFN_BLOCK}`, `gpt2 ${size}'s ${4 * width}x${width} feed-forward weights`);
+  }
   // Checked before the backend starts; a mode of no graphs is dropped after, where the backend is known.
   const asked = flagItems(values.modes, "modes");
   for (const mode of asked) if (!Object.hasOwn(MODES, mode)) throw new FlagError(`--modes: "${mode}" is not one of ${Object.keys(MODES).join(", ")}`);

@@ -39,6 +39,11 @@ export function kernelGroup(name: string): string {
   return base.split("::").pop() || name;
 }
 
+/** A summary that cannot give a step table (no kernel timed, no step count, an unknown unit): the CLI prints its message alone. */
+export class NcuSummaryError extends Error {
+  override name = "NcuSummaryError";
+}
+
 /** Parses the summary text; `steps` overrides the count of multi-tensor Adam launches. */
 export function stepTable(text: string, steps?: number): StepTable {
   const totals = new Map<string, { us: number; launches: number }>();
@@ -54,7 +59,7 @@ export function stepTable(text: string, steps?: number): StepTable {
     const metric = line.match(/gpu__time_duration\.sum\s+(\S+)\s+([\d.,]+)\s+([\d.,]+)\s+([\d.,]+)/);
     if (metric && current) {
       const scale = UNIT_US[metric[1]];
-      if (scale === undefined) throw new Error(`unknown unit '${metric[1]}' for ${current.name}`);
+      if (scale === undefined) throw new NcuSummaryError(`unknown unit '${metric[1]}' for ${current.name}`);
       const average = Number(metric[4].replaceAll(",", "")) * scale;
       const key = kernelGroup(current.name);
       const entry = totals.get(key) ?? { us: 0, launches: 0 };
@@ -65,8 +70,10 @@ export function stepTable(text: string, steps?: number): StepTable {
     }
   }
   if (steps !== undefined && !(Number.isSafeInteger(steps) && steps > 0)) throw new RangeError(`stepTable: steps must be a positive integer, got ${steps}`);
+  // Any other file (or ncu run without the metric) printed an empty table over the steps given.
+  if (totals.size === 0) throw new NcuSummaryError("no kernel with gpu__time_duration.sum in the summary (ncu --metrics gpu__time_duration.sum --print-summary per-kernel)");
   const count = steps ?? adamLaunches;
-  if (!(count > 0)) throw new Error("no multi-tensor Adam launch in the summary: give the number of steps");
+  if (!(count > 0)) throw new NcuSummaryError("no multi-tensor Adam launch in the summary: give the number of steps (--steps)");
   const sum = [...totals.values()].reduce((s, e) => s + e.us, 0);
   const groups = [...totals.entries()]
     .sort((a, b) => b[1].us - a[1].us)

@@ -3,7 +3,7 @@
  *   tsx src/ncu_steps_cli.ts NCU_OUTPUT [--steps N]
  */
 import { readFileSync } from "node:fs";
-import { stepTable, stepTableMarkdown } from "./ncu_steps";
+import { NcuSummaryError, type StepTable, stepTable, stepTableMarkdown } from "./ncu_steps";
 import { describeFailure, FlagError } from "./flags";
 import { parseNcuStepsFlags } from "./ncu_steps_flags";
 
@@ -15,7 +15,14 @@ try {
   } catch (error) {
     throw new FlagError(`${file}: cannot read it: ${(error as Error).message}`);
   }
-  process.stdout.write(stepTableMarkdown(stepTable(text, steps)));
+  let table: StepTable;
+  try {
+    table = stepTable(text, steps);
+  } catch (error) {
+    if (error instanceof NcuSummaryError) throw new FlagError(`${file}: ${error.message}`);
+    throw error;
+  }
+  process.stdout.write(stepTableMarkdown(table));
 } catch (error) {
   process.stderr.write(`${describeFailure(error)}\n`);
   process.exit(1);

@@ -4,7 +4,7 @@ import { join } from "node:path";
 import { afterAll, describe, expect, it } from "vitest";
 import { parseAttentionFlags } from "../src/attention_flags";
 import { parseCompareFlags } from "../src/compare_flags";
-import { parseCpuAddonFlags } from "../src/cpu_addon_flags";
+import { parseCpuAddonFlags, productNames } from "../src/cpu_addon_flags";
 import { parseCpuCompareFlags } from "../src/cpu_compare_flags";
 import { parseDecodeGraphFlags } from "../src/decode_graph_flags";
 import { parseEagerStepFlags } from "../src/eager_step_flags";
@@ -80,6 +80,20 @@ describe("benchmark CLIs' flag checks refuse a bad value naming the flag, before
     ["generate.ts --prompt 1020 --new 10 (found once the model was built, with its stack)", () => parseGenerateFlags(["--backend", "js", "--sizes", "small", "--prompt", "1020", "--new", "10", "--modes", "eager"]), /^--prompt 1020 and --new 10 run 1029 positions, past GPT-2's 1024$/],
     ["decode_graph.ts --model conv", () => parseDecodeGraphFlags(["--backend", "js", "--model", "conv", "--out", out]), /^--model: expected linear or ffn, got "conv"$/],
     ["decode_graph.ts --iterations 0", () => parseDecodeGraphFlags(["--backend", "js", "--iterations", "0", "--out", out]), /^--iterations: "0" is not a positive integer$/],
+    // Parsed only after the backend started: BlockSparseLinear threw with its stack once the dense case was timed.
+    ["decode_graph.ts --blocks 48 --width 64", () => parseDecodeGraphFlags(["--backend", "js", "--width", "64", "--blocks", "48", "--out", out]), /^--blocks: 48 does not divide the linear layers' 64x64 weight \(--width 64\)$/],
+    ["decode_graph.ts --model ffn --hidden 96 --blocks 64", () => parseDecodeGraphFlags(["--backend", "js", "--model", "ffn", "--width", "64", "--hidden", "96", "--blocks", "64", "--out", out]), /^--blocks: 64 does not divide the ffn layers' 96x64 weight \(--width 64, --hidden 96\)$/],
+    ["decode_graph.ts --densities 0.01 (no block of a 64x64 weight)", () => parseDecodeGraphFlags(["--backend", "js", "--width", "64", "--blocks", "32", "--densities", "0.01", "--out", out]), /^--densities: 0.01 keeps none of the 2x2 blocks of 32x32 in the linear layers' 64x64 weight/],
+    ["decode_graph.ts --tokens abc", () => parseDecodeGraphFlags(["--backend", "js", "--tokens", "abc", "--out", out]), /^--tokens: "abc" is not a positive integer$/],
+    // nn keeps one block of 2304: timed at density 0.00043 and reported as 0.0001.
+    ["generate.ts --densities 0.0001", () => parseGenerateFlags(["--backend", "js", "--sizes", "small", "--densities", "0.0001", "--modes", "eager"]), /^--densities: 0.0001 keeps none of the 96x24 blocks of 32x32 in gpt2 small's 3072x768 feed-forward weights/],
+    // The dense model ignores the density, but a NaN given was accepted without a word.
+    ["eager_step.ts --block 0 --density NaN", () => parseEagerStepFlags(["--backend", "js", "--widths", "8x16", "--tokens", "1", "--block", "0", "--steps", "5", "--warmup", "0", "--density", "NaN"]), /^--density: expected a density in \(0, 1\], got "NaN"$/],
+    // One shape timed twice, as two rows.
+    ["attention.ts --shapes 1x1x16x16,01x1x16x16", () => parseAttentionFlags([...ATTENTION.slice(0, 2), "--shapes", "1x1x16x16,01x1x16x16", ...ATTENTION.slice(4)]), /^--shapes: "01x1x16x16" repeats "1x1x16x16" \(both are 1x1x16x16\)/],
+    ["attention.ts --shapes 1e1x1x16x16", () => parseAttentionFlags([...ATTENTION.slice(0, 2), "--shapes", "1e1x1x16x16", ...ATTENTION.slice(4)]), /^--shapes: "1e1x1x16x16" is not batch x heads x length x headDim/],
+    // Matched no product: timed nothing and printed the header alone, exit 0.
+    ["cpu_addon.ts --only nothing", () => parseCpuAddonFlags(["--only", "nothing"]), /^--only: "nothing" is in no product's name; the names are: dense 256x1024x1024; bsrLinear b32 d0.25 256x1024x1024;/],
   ] as [string, () => unknown, RegExp][])("%s", (_, parse, message) => {
     expect(refusal(parse)).toMatch(message);
   });
@@ -96,6 +110,19 @@ describe("benchmark CLIs' flag checks refuse a bad value naming the flag, before
     const failure = await startBackend("gpu").catch((error: unknown) => error);
     expect(failure).toBeInstanceOf(FlagError);
     expect((failure as Error).message).toMatch(/^--backend: unknown backend "gpu", expected cuda, cpu, js or auto/);
+  });
+
+  it("cpu_addon.ts --only matches the names it prints (\"bsrLinear 256x1024x1024\" matched the filter, not the printed name, and printed nothing)", () => {
+    expect(productNames()).toContain("bsrLinear b32 d0.25 256x1024x1024");
+    expect(productNames()).toContain("decode bsrLinear d0.25 batch 1");
+    expect(parseCpuAddonFlags(["--only", "b32"])[0].only).toBe("b32");
+    expect(refusal(() => parseCpuAddonFlags(["--only", "bsrLinear 256x1024x1024"]))).toMatch(/^--only: "bsrLinear 256x1024x1024" is in no product's name/);
+  });
+
+  it("decode_graph.ts parses its lists before the backend starts", () => {
+    expect(parseDecodeGraphFlags(["--backend", "js", "--model", "ffn", "--width", "64", "--hidden", "128", "--tokens", "1,8", "--blocks", "32,64", "--densities", "0.5", "--out", out])).toMatchObject({
+      tokenCounts: [1, 8], blocks: [32, 64], densities: [0.5],
+    });
   });
 
   it("the smallest values the flags allow pass: one token, no warm-up, five steps, the dense model", () => {
@@ -121,6 +148,12 @@ describe.concurrent("each benchmark CLI's command line: one process per script",
     ["cpu_addon.ts", ["--repeats", "abc"], /^--repeats: "abc" is not a positive integer\n$/],
     ["ncu_steps_cli.ts", ["summary.txt", "--steps", "abc"], /^--steps: "abc" is not a positive integer\n$/],
     ["cpu_compare.ts", ["--rounds", "abc", "--out", out], /^--rounds: "abc" is not a positive integer\n$/],
+    // An empty file printed an empty table (exit 0) with --steps, and stepTable's stack without.
+    ["ncu_steps_cli.ts", [aFile, "--steps", "2"], /^.*a-file: no kernel with gpu__time_duration.sum in the summary/],
+    ["ncu_steps_cli.ts", [aFile], /^.*a-file: no kernel with gpu__time_duration.sum in the summary/],
+    // parseArgs' error thrown at the module's top level: its stack.
+    ["ddp_nccl.ts", ["--bogus"], /^Unknown option '--bogus'/],
+    ["ddp_nccl.ts", ["a", "b"], /^expected at most one OUT directory, got 2 arguments\n$/],
     // Every case is a captured replay beside eager calls: captureGraph threw with its stack on js.
     ["decode_graph.ts", ["--backend", "js", "--width", "64", "--hidden", "128", "--layers", "1", "--tokens", "1", "--blocks", "32", "--densities", "0.5", "--dtype", "float32", "--iterations", "2", "--out", out], /^--backend js: the js backend cannot record graphs, and every case is timed as a captured replay; run it where cuda starts\n$/],
     // Graphs alone on a backend without them: the model was built and a table of empty cells printed, exit 0.

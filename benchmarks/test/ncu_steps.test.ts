@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest";
-import { kernelGroup, stepTable, stepTableMarkdown } from "../src/ncu_steps";
+import { kernelGroup, NcuSummaryError, stepTable, stepTableMarkdown } from "../src/ncu_steps";
 
 // The shape of `ncu --metrics gpu__time_duration.sum --print-summary per-kernel` output, two steps' worth.
 const SUMMARY = [
@@ -49,9 +49,13 @@ describe("the step table from Nsight Compute's summary", () => {
   it("takes the step count when given, and refuses a summary with neither steps nor Adam", () => {
     expect(stepTable(SUMMARY, 4).usPerStep).toBeCloseTo((105 + 140 + 89 + 44.4 + 17) / 2, 9);
     const noAdam = SUMMARY.split("\n").slice(0, 10).join("\n");
+    expect(() => stepTable(noAdam)).toThrow(NcuSummaryError);
     expect(() => stepTable(noAdam)).toThrow(/number of steps/);
     expect(() => stepTable(SUMMARY.replace("ms         0.06", "furlongs   0.06"))).toThrow(/unknown unit 'furlongs'/);
     // A fractional or zero step count divided the totals into nonsense (or blamed the summary for a missing Adam).
+    // Any other text, with the steps given, made an empty table over them.
+    expect(() => stepTable("not a summary", 2)).toThrow(NcuSummaryError);
+    expect(() => stepTable("not a summary", 2)).toThrow(/no kernel with gpu__time_duration.sum in the summary/);
     for (const steps of [1.5, 0, -2, Number.NaN]) expect(() => stepTable(SUMMARY, steps)).toThrow(`stepTable: steps must be a positive integer, got ${steps}`);
   });
 });
