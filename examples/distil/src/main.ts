@@ -10,7 +10,7 @@ import { plural } from "../../shared/text";
 import { BUNDLED_TOKENIZER, loadCorpus } from "./data";
 import { checkDensities, DEFAULT_RIGL, type ExperimentOptions, experimentContext, type ResultRow, runExperiments, SIZES } from "./experiment";
 import { parseOptions, USAGE } from "./options";
-import { checkBudgetFits, checkMemoryFits, checkRiglMoves, estimateSeconds, maxStepsForEpochs, measureStepTimes, planSteps, type StepTimes } from "./plan";
+import { checkBudgetFits, checkMemoryFits, checkRiglMoves, checkSomeRunFits, estimateSeconds, maxStepsForEpochs, measureStepTimes, planSteps, type StepTimes } from "./plan";
 import { formatMarkdown, formatTable, targetLines } from "./report";
 
 /** setBackend, its error also naming the backends that do start here. */
@@ -126,6 +126,7 @@ async function main(): Promise<void> {
   }
   const epochCap = parsed.maxEpochs === undefined ? undefined : maxStepsForEpochs(parsed.maxEpochs, corpus.train.length, setup.batchSize * setup.context);
   if (epochCap !== undefined && steps > epochCap) steps = epochCap;
+  if (times !== undefined && budget !== undefined && options.steps !== "auto") checkSomeRunFits(times, options, steps, budget, budget - (performance.now() - startedAt) / 1000);
   const rigl = options.rigl ?? DEFAULT_RIGL;
   if (options.mode !== "distil") checkRiglMoves(steps, rigl, rigl.every !== undefined);
   const setupLines = [

@@ -100,8 +100,13 @@ export function plannedRuns(options: ExperimentOptions, steps: number): { run: R
 export function planSteps(times: StepTimes, options: ExperimentOptions, seconds: number, margin = 0.15): number {
   const total = (steps: number) => plannedRuns(options, steps).reduce((sum, { run, steps: s }) => sum + estimateSeconds(times, options, run, s), 0);
   const target = seconds * (1 - margin);
+  const fits = (steps: number) => steps <= Number.MAX_SAFE_INTEGER && total(steps) <= target;
+  // The first stride is the largest power of two that still fits, found by doubling: a walk in strides of 2^20 from 10
+  // took a stride per 2^20 steps, and `--steps auto --budget 1e20` never finished planning.
+  let stride = 1;
+  while (fits(10 + 2 * stride)) stride *= 2;
   let steps = 10;
-  for (let step = 1 << 20; step >= 1; step = Math.floor(step / 2)) while (total(steps + step) <= target) steps += step;
+  for (let step = stride; step >= 1; step = Math.floor(step / 2)) while (fits(steps + step)) steps += step;
   return Math.max(10, Math.floor(steps / 10) * 10);
 }
 
@@ -116,6 +121,22 @@ export function checkBudgetFits(times: StepTimes, options: ExperimentOptions, st
   throw new RangeError(
     `--budget ${budgetSeconds}: ${Math.max(0, secondsLeft).toFixed(0)} s are left after measuring the step times, and ${steps} steps per model (the fewest --steps auto plans) ` +
       `need about ${needed.toFixed(1)} s (${(needed / (1 - margin)).toFixed(1)} s with the ${Math.round(margin * 100)}% margin the plan keeps); give --budget ${least} or more, or --steps N`,
+  );
+}
+
+/**
+ * Throws, naming --budget, when not one run of `steps` steps fits on its own in the `secondsLeft` of the `budgetSeconds`
+ * budget (a fixed --steps: --steps auto has checkBudgetFits): every run was skipped, the table said "skipped" in every
+ * row and the process exited 0. The recovery runs start from the trained dense model, so only the dense run and the
+ * sparse experiment's count.
+ */
+export function checkSomeRunFits(times: StepTimes, options: ExperimentOptions, steps: number, budgetSeconds: number, secondsLeft: number): void {
+  const first = plannedRuns(options, steps).filter(({ run }) => run.kind === "dense" || run.kind === "static" || run.kind === "rigl");
+  const quickest = Math.min(...first.map(({ run, steps: s }) => estimateSeconds(times, options, run, s)));
+  if (quickest <= secondsLeft) return;
+  throw new RangeError(
+    `--budget ${budgetSeconds}: ${Math.max(0, secondsLeft).toFixed(0)} s are left after measuring the step times, and the quickest run of ${steps} steps needs about ` +
+      `${quickest.toFixed(1)} s, so every run would be skipped; give --budget ${Math.ceil(budgetSeconds - secondsLeft + quickest)} or more, or fewer --steps`,
   );
 }
 

@@ -2,6 +2,7 @@
 // summarised as one markdown table: every model's loss per seed and mean, and RigL's share on the means.
 //   tsx src/summary.ts DIR1/gpt2-moby-dick-sparse.json DIR2/gpt2-moby-dick-sparse.json ...
 import { readFileSync } from "node:fs";
+import { resolve } from "node:path";
 import type { ResultRow } from "./experiment";
 import { seedSummary } from "./report";
 
@@ -35,5 +36,18 @@ function readRun(file: string): { seed?: number; rows: ResultRow[] } {
 }
 
 const runs = args.map(readRun);
+// A file given twice, or two of one seed, counted as two seeds in the means and in "mean of N seeds"; a file of
+// --mode distil has no row of the sparse experiment, and the table came out empty.
+args.forEach((file, i) => {
+  const earlier = args.findIndex((other, j) => j < i && (resolve(other) === resolve(file) || (runs[j].seed !== undefined && runs[j].seed === runs[i].seed)));
+  if (earlier >= 0) {
+    console.error(`${file}: ${resolve(args[earlier]) === resolve(file) ? "given twice" : `seed ${runs[i].seed} again (${args[earlier]} has it too)`}; give one file per seed`);
+    process.exit(1);
+  }
+  if (!runs[i].rows.some((row) => row?.experiment === "sparse")) {
+    console.error(`${file}: no rows of the sparse experiment (a run of --mode distil?); give the files of --mode sparse or all runs`);
+    process.exit(1);
+  }
+});
 console.log(`Seeds: ${runs.map((r) => r.seed ?? "?").join(", ")} (files: ${args.join(", ")})\n`);
 process.stdout.write(seedSummary(runs.map((r) => r.rows), runs.map((r, i) => `seed ${r.seed ?? `#${i + 1}`}`)));

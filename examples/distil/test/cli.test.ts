@@ -145,6 +145,29 @@ describe("summary.ts", { timeout: 30_000 }, () => {
     }
   });
 
+  it("refuses a file given twice, two files of one seed and a file without the sparse experiment, rather than average them", async () => {
+    const row = { experiment: "sparse", model: "dense", density: 1, steps: 10, completedSteps: 10, status: "done", validationLoss: 6, curve: [], seconds: 1, msPerStep: 1 };
+    const write = (name: string, seed: number, rows: unknown[]) => {
+      const file = join(folder, name);
+      writeFileSync(file, JSON.stringify({ options: { seed }, rows }));
+      return file;
+    };
+    const seed1 = write("seed1.json", 1, [row]);
+    const again = write("seed1-again.json", 1, [row]);
+    const distil = write("distil.json", 2, [{ ...row, experiment: "distil" }]);
+    // Each was counted as one more seed, in the means and in "mean of N seeds"; the distil file gave an empty table.
+    for (const [files, message] of [
+      [[seed1, seed1], `${seed1}: given twice; give one file per seed`],
+      [[seed1, again], `${again}: seed 1 again (${seed1} has it too); give one file per seed`],
+      [[seed1, distil], `${distil}: no rows of the sparse experiment (a run of --mode distil?); give the files of --mode sparse or all runs`],
+    ] as const) {
+      const result = await tsx("summary.ts", ...files);
+      expect(result.code).toBe(1);
+      expect(result.stderr.trim()).toBe(message);
+      expect(result.stdout).toBe("");
+    }
+  });
+
   it("prints its usage for --help instead of reading a file of that name", async () => {
     const result = await tsx("summary.ts", "--help");
     expect(result.code).toBe(0);

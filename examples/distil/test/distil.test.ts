@@ -16,7 +16,7 @@ import {
   train,
   validationLoss,
 } from "../src/experiment";
-import { checkBudgetFits, checkMemoryFits, checkRiglMoves, estimateSeconds, maxStepsForEpochs, plannedRuns, planSteps, type StepTimes } from "../src/plan";
+import { checkBudgetFits, checkMemoryFits, checkRiglMoves, checkSomeRunFits, estimateSeconds, maxStepsForEpochs, plannedRuns, planSteps, type StepTimes } from "../src/plan";
 import { formatMarkdown, formatTable, overfitted, riglClosedShare, riglClosedShareAtBest, seedSummary, targetLines } from "../src/report";
 
 const corpus = await loadCorpus(BUNDLED_TOKENIZER, 20_000);
@@ -317,6 +317,24 @@ describe("planning the steps for a budget", () => {
       /^--budget 10: 0 s are left after measuring the step times, and 10 steps per model \(the fewest --steps auto plans\) need about 3\.0 s \(3\.6 s with the 15% margin the plan keeps\); give --budget 14 or more, or --steps N$/,
     );
     expect(() => checkBudgetFits(times, options, planSteps(times, options, 240), 250, 240)).not.toThrow();
+  });
+
+  it("plans a huge budget in a few dozen estimates, at most a safe integer of steps", () => {
+    // A walk in strides of 2^20 steps: --steps auto --budget 1e20 never finished planning.
+    const options = { ...tinyOptions, mode: "sparse" as const };
+    const steps = planSteps(times, options, 1e20);
+    expect(Number.isSafeInteger(steps)).toBe(true);
+    expect(steps % 10).toBe(0);
+    expect(planSteps(times, options, 1e300)).toBe(Number.MAX_SAFE_INTEGER - 1);
+  });
+
+  it("a fixed --steps refuses a budget that no run fits, naming --budget, rather than skip every run", () => {
+    const options = { ...tinyOptions, mode: "all" as const, evalBatches: 16, curvePoints: 4 };
+    // The quickest run, FFN 0.1 static: 10 x 12 ms, 4 x 16 validation batches of 5 ms, a setup of 100 ms.
+    expect(() => checkSomeRunFits(times, options, 10, 10, 0.001)).toThrow(
+      /^--budget 10: 0 s are left after measuring the step times, and the quickest run of 10 steps needs about 0\.5 s, so every run would be skipped; give --budget 11 or more, or fewer --steps$/,
+    );
+    expect(() => checkSomeRunFits(times, options, 10, 10, 1)).not.toThrow();
   });
 
   it("plans the recovery runs at a tenth of the steps, distillation before fine-tuning", () => {

@@ -122,7 +122,8 @@ export function parseOptions(argv: string[]): CliOptions | null {
   if (batchSize > trainSize) throw new RangeError(`--batch-size: expected at most the ${trainSize} training digits (--train-size), got ${batchSize}`);
   if (values.lr !== undefined) options.learningRate = inRange("lr", values.lr, (lr) => lr > 0 && Number.isFinite(lr), "a positive number");
   if (values["regrow-fraction"] !== undefined) {
-    options.regrowFraction = inRange("regrow-fraction", values["regrow-fraction"], (fraction) => fraction >= 0 && fraction <= 1, "a number in [0, 1]");
+    // 0 moved no block: the run trained as --regrow none while its header said the patterns moved.
+    options.regrowFraction = inRange("regrow-fraction", values["regrow-fraction"], (fraction) => fraction > 0 && fraction <= 1, "a number in (0, 1] (--regrow none keeps the patterns)");
   }
   const regrow = options.regrow ?? DEFAULT_OPTIONS.regrow;
   if (regrow === "none") {

@@ -182,7 +182,7 @@ function checkOptions(options: MnistOptions): void {
   }
   if (!["none", "random", "rigl"].includes(options.regrow)) throw new RangeError(`regrow: expected "none", "random" or "rigl", got ${String(options.regrow)}`);
   if (!Number.isInteger(options.regrowEvery) || options.regrowEvery < 1) throw new RangeError(`regrowEvery: expected a positive integer, got ${options.regrowEvery}`);
-  if (!(options.regrowFraction >= 0 && options.regrowFraction <= 1)) throw new RangeError(`regrowFraction: expected a number in [0, 1], got ${options.regrowFraction}`);
+  if (!(options.regrowFraction > 0 && options.regrowFraction <= 1)) throw new RangeError(`regrowFraction: expected a number in (0, 1], got ${options.regrowFraction}`);
 }
 
 /**

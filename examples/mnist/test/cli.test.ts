@@ -36,6 +36,8 @@ describe("the demo's flags", () => {
     // These ran without a word and moved no pattern (or trained no sparse epoch): a static run reported as the one asked for.
     [["--regrow-every", "25"], /--regrow-every: moves patterns only with --regrow random or rigl \(--regrow is none\)/],
     [["--regrow-fraction", "0.3"], /--regrow-fraction: moves patterns only with --regrow random or rigl \(--regrow is none\)/],
+    // 0 moved no block: the RigL model trained as the static one, under a header saying its patterns moved.
+    [["--regrow", "rigl", "--regrow-fraction", "0"], /--regrow-fraction: expected a number in \(0, 1\] \(--regrow none keeps the patterns\), got '0'/],
     [
       ["--regrow", "rigl", "--train-size", "640", "--epochs", "1"],
       /--regrow-every: 50 steps between updates, but the patterns stop moving at step 7 \(3\/4 of the 10 sparse training steps\), so they would never move; use --regrow-every 6 or less, or more --epochs/,
