@@ -5,7 +5,7 @@
 # the rectangles" test split by dtype over two of them), the conformance suite in one more process and the other files
 # in another (together they did not finish in 260 s on an H100).
 # dW's tests run once more with the patch tile dispatched (BLOCKSPARSE_CUDA_PATCH_DW=1: by default only where memory peaks at
-# 4.5 TB/s or more). Each part's log lands in $OUT;
+# 4.5 TB/s or more), and @blocksparse/models's CUDA tests beside. Each part's log lands in $OUT;
 # the script fails if a part fails or the parts do not run every sparse test once.
 #   bash benchmarks/scripts/gpu-tests.sh            (CAP: seconds per process, default 400)
 set -uo pipefail
@@ -39,6 +39,10 @@ timeout "$CAP" npx vitest run packages/backend-cuda --exclude '**/sparse.test.ts
 BLOCKSPARSE_CUDA_PATCH_DW=1 timeout "$CAP" npx vitest run "$T/sparse.test.ts" -t "${PARTS[2]}" >"$OUT/sparse-patch-dw.log" 2>&1 &
 # The decoding tests once more with the staged variant wherever it covers a call (by default only on large layers).
 BLOCKSPARSE_CUDA_DECODE_STAGED=1 timeout "$CAP" npx vitest run "$T/decode.test.ts" >"$OUT/decode-staged.log" 2>&1 &
+# The other packages' CUDA tests on one GPU: GPT-2 generation and training in @blocksparse/models (the NCCL tests need
+# two GPUs: gpu-ddp.sh).
+timeout "$CAP" npx vitest run packages/models/test/generate-cuda.test.ts packages/models/test/train-cuda.test.ts \
+  >"$OUT/models-cuda.log" 2>&1 &
 failed=0
 for job in $(jobs -p); do wait "$job" || failed=1; done
 echo "== parts done in $((SECONDS - start)) s"
@@ -58,6 +62,7 @@ echo "conformance: $(strip "$OUT/conformance.log" | grep -E "^ +Tests " | tail -
 echo "rest: $(strip "$OUT/rest.log" | grep -E "^ +Tests " | tail -1)"
 echo "sampled with the patch tile dispatched: $(strip "$OUT/sparse-patch-dw.log" | grep -E "^ +Tests " | tail -1)"
 echo "decoding with the staged variant forced: $(strip "$OUT/decode-staged.log" | grep -E "^ +Tests " | tail -1)"
+echo "models on cuda: $(strip "$OUT/models-cuda.log" | grep -E "^ +Tests " | tail -1)"
 if [ "$total" -eq 0 ] || [ "$passed" -ne "$total" ]; then
   echo "sparse.test.ts: the parts passed $passed of $total tests: a test failed, or PARTS misses or repeats one (new test names need a part)"
   failed=1
