@@ -105,7 +105,12 @@ export function readDistributedEnv(env: NodeJS.ProcessEnv = process.env): Distri
     throw new DistributedEnvError(`BLOCKSPARSE_JOB_ID must be ${JOB_ID_RULE} (the same on every rank of the job), got '${env.BLOCKSPARSE_JOB_ID}'`);
   }
   const jobId = jobIdText === "" ? defaultJobId(worldSize) : jobIdText;
-  return { rank, worldSize, localRank, localWorldSize, masterAddr, masterPort, launcherStore: env.BLOCKSPARSE_LAUNCHER_STORE === "1", jobId };
+  // "true" read as not set: rank 0 then hosted a store of its own on the launcher's port and failed with the port in use.
+  const launcherStoreText = env.BLOCKSPARSE_LAUNCHER_STORE?.trim() ?? "";
+  if (launcherStoreText !== "" && launcherStoreText !== "0" && launcherStoreText !== "1") {
+    throw new DistributedEnvError(`BLOCKSPARSE_LAUNCHER_STORE must be 1 (the launcher hosts the store) or 0, got '${env.BLOCKSPARSE_LAUNCHER_STORE}'`);
+  }
+  return { rank, worldSize, localRank, localWorldSize, masterAddr, masterPort, launcherStore: launcherStoreText === "1", jobId };
 }
 
 function describeValue(value: unknown): string {

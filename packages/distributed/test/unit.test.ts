@@ -69,6 +69,12 @@ describe("readDistributedEnv", () => {
     expect(() => readDistributedEnv({ ...base, MASTER_PORT: "70000" })).toThrow(/MASTER_PORT must be a TCP port/);
     expect(() => readDistributedEnv({ ...base, MASTER_PORT: "http" })).toThrow(/MASTER_PORT must be an integer/);
     expect(() => readDistributedEnv({ ...base, BLOCKSPARSE_JOB_ID: "my job" })).toThrow(/BLOCKSPARSE_JOB_ID must be 1 to 256 printable characters without spaces \(the same on every rank of the job\), got 'my job'/);
+    // "true" was read as unset: rank 0 hosted a store of its own on the launcher's port ("port in use").
+    expect(() => readDistributedEnv({ ...base, BLOCKSPARSE_LAUNCHER_STORE: "true" })).toThrow(
+      new DistributedEnvError("BLOCKSPARSE_LAUNCHER_STORE must be 1 (the launcher hosts the store) or 0, got 'true'"),
+    );
+    expect(readDistributedEnv({ ...base, BLOCKSPARSE_LAUNCHER_STORE: "1" }).launcherStore).toBe(true);
+    expect(readDistributedEnv({ ...base, BLOCKSPARSE_LAUNCHER_STORE: "0" }).launcherStore).toBe(false);
   });
 
   it("takes the job id from BLOCKSPARSE_JOB_ID (trimmed), and without it one every rank derives alike from WORLD_SIZE", () => {
