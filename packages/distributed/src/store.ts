@@ -484,7 +484,11 @@ export class TcpStore {
     return (await this.#request({ op: "get", key }, undefined, `get '${key}'`, timeoutMs, "no rank set it", false, options.signal)).payload;
   }
 
-  /** Adds `delta` to the counter `key` (starting from 0) and returns the new value; with `timeoutMs`, a StoreTimeoutError when the store does not answer in time. */
+  /**
+   * Adds `delta` to the counter `key` (starting from 0) and returns the new value; with `timeoutMs`, a StoreTimeoutError
+   * when the store does not answer in time. Counters and values are kept apart: `get(key)` waits for a `set` of the key,
+   * not for an `add` (torch's store returns the counter there), so read a counter with `add(key, 0)`.
+   */
   async add(key: string, delta: number, options: { timeoutMs?: StoreTimeout } = {}): Promise<number> {
     checkKey("add", key);
     if (!Number.isSafeInteger(delta)) throw new ValueError(`TcpStore.add: delta must be an integer, got ${String(delta)}`);
