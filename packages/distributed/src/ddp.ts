@@ -216,11 +216,12 @@ export class DistributedDataParallel extends Module {
     }
     // Parameters this backward leaves without a gradient: held none before and not in loss's graph.
     const reached = reachableLeaves(loss);
+    const buckets = this.#planBuckets();
     const exchange = await this.#checkGradientAgreement(
       "DistributedDataParallel.backward",
       this.#unusedCount((parameter) => reached.has(parameter.value)),
+      buckets,
     );
-    const buckets = this.#planBuckets();
     if (!this.#overlap) {
       backward(loss, grad);
       await this.#finishReductions(this.#startReductions(buckets), exchange);
@@ -258,8 +259,9 @@ export class DistributedDataParallel extends Module {
    * same parameters and hold the same patterns. It reduces inside `noSync` too: it is asked for.
    */
   async allReduceGradients(): Promise<void> {
-    const exchange = await this.#checkGradientAgreement("DistributedDataParallel.allReduceGradients", this.#unusedCount(() => false));
-    await this.#finishReductions(this.#startReductions(this.#planBuckets()), exchange);
+    const buckets = this.#planBuckets();
+    const exchange = await this.#checkGradientAgreement("DistributedDataParallel.allReduceGradients", this.#unusedCount(() => false), buckets);
+    await this.#finishReductions(this.#startReductions(buckets), exchange);
   }
 
   /** Copies rank 0's block-sparse patterns, then its parameters, to every rank. */
@@ -641,7 +643,7 @@ export class DistributedDataParallel extends Module {
    * between ranks: buckets of other sizes), in one allGather of ten numbers per rank (parameter count, how
    * many take gradients, a digest of which, a digest of the patterns, the count of unused parameters, a
    * digest of every parameter's dtype and shape, the number of SparseOptimizers, a digest of their schedules,
-   * the count of parameters added since and a digest of the bucket plan).
+   * the count of parameters added since and a digest of `buckets`, the plan the caller then reduces).
    * Only when they differ, a second allGather finds what differs, and every rank throws the same
    * error naming it, instead of calling collectives of other sizes (a CollectiveError about shapes
    * on the CPU group; a hang or wrong sums on NCCL) or averaging the gradients of different blocks.
@@ -649,7 +651,7 @@ export class DistributedDataParallel extends Module {
    * whether any rank has `unused` parameters (then the reduction asks which parameters held a
    * gradient anywhere: one more small collective, which steps where every parameter is used never pay).
    */
-  async #checkGradientAgreement(where: string, unused: number): Promise<boolean> {
+  async #checkGradientAgreement(where: string, unused: number, buckets: readonly Bucket[]): Promise<boolean> {
     const worldSize = this.#group.worldSize;
     if (worldSize === 1) return unused > 0;
     const named = this.module.namedParameters();
@@ -667,7 +669,7 @@ export class DistributedDataParallel extends Module {
     // Per parameter: 1 where it is not one the ranks agreed on (added or replaced since create or broadcastParameters).
     const added = Int32Array.from(named, ([, parameter]) => (this.#wrapped.has(parameter) ? 0 : 1));
     // The buckets' sizes, in order: with the parameters alike, a bucketBytes that differs cuts them into buckets of other sizes.
-    const plan = Int32Array.from(this.#planBuckets(), (bucket) => bucket.parameters.length);
+    const plan = Int32Array.from(buckets, (bucket) => bucket.parameters.length);
     const fields = 10;
     const fingerprints = await this.#allGatherInt32([
       count,
