@@ -4,7 +4,7 @@ import type { CheckpointRules } from "./checkpoint";
 import { type BertConfig, isRecord, parseBertConfig } from "./config";
 import { ConfigError } from "./errors";
 import type { ModelOptions } from "./gpt2";
-import { activationModule, attention, checkOptions, checkTokenIds, dtypeHint, initLikeHuggingFace, onlyArg, paddingMask, seedStream, splitHeads, uploadOn } from "./layers";
+import { activationModule, attention, blockSeeds, checkOptions, checkTokenIds, dtypeHint, initLikeHuggingFace, onlyArg, paddingMask, seedStream, splitHeads, uploadOn } from "./layers";
 
 /** BertModel / RobertaModel feed-forward layers, for the patcher: encoder.layer.N.intermediate.dense and .output.dense. */
 export const BERT_FFN_LAYERS = /^encoder\.layer\.\d+\.(intermediate|output)\.dense$/;
@@ -41,8 +41,10 @@ export class BertEmbeddings extends Module {
   LayerNorm: LayerNorm;
   dropout: Dropout;
 
-  constructor(config: BertConfig, nextSeed: () => number, positionPaddingIdx: number | null = null) {
+  constructor(config: BertConfig, nextSeed?: (() => number) | number, positionPaddingIdx: number | null = null) {
     super();
+    config = parseBertConfig(config);
+    nextSeed = blockSeeds(this.label, nextSeed);
     this.word_embeddings = new Embedding(config.vocab_size, config.hidden_size, { seed: nextSeed(), paddingIdx: config.pad_token_id });
     this.position_embeddings = new Embedding(config.max_position_embeddings, config.hidden_size, { seed: nextSeed(), paddingIdx: positionPaddingIdx });
     this.token_type_embeddings = new Embedding(config.type_vocab_size, config.hidden_size, { seed: nextSeed() });
@@ -74,8 +76,10 @@ export class BertSelfAttention extends Module {
   value: Linear;
   dropout: Dropout;
 
-  constructor(config: BertConfig, nextSeed: () => number) {
+  constructor(config: BertConfig, nextSeed?: (() => number) | number) {
     super();
+    config = parseBertConfig(config);
+    nextSeed = blockSeeds(this.label, nextSeed);
     const width = config.hidden_size;
     this.heads = config.num_attention_heads;
     this.query = new Linear(width, width, { seed: nextSeed() });
@@ -103,8 +107,10 @@ export class BertResidualOutput extends Module {
   LayerNorm: LayerNorm;
   dropout: Dropout;
 
-  constructor(config: BertConfig, inFeatures: number, nextSeed: () => number) {
+  constructor(config: BertConfig, inFeatures: number, nextSeed?: (() => number) | number) {
     super();
+    config = parseBertConfig(config);
+    nextSeed = blockSeeds(this.label, nextSeed);
     this.dense = new Linear(inFeatures, config.hidden_size, { seed: nextSeed() });
     this.LayerNorm = new LayerNorm(config.hidden_size, { eps: config.layer_norm_eps });
     this.dropout = new Dropout(config.hidden_dropout_prob, { seed: nextSeed() });
@@ -119,8 +125,10 @@ export class BertAttention extends Module {
   self: BertSelfAttention;
   output: BertResidualOutput;
 
-  constructor(config: BertConfig, nextSeed: () => number) {
+  constructor(config: BertConfig, nextSeed?: (() => number) | number) {
     super();
+    config = parseBertConfig(config);
+    nextSeed = blockSeeds(this.label, nextSeed);
     this.self = new BertSelfAttention(config, nextSeed);
     this.output = new BertResidualOutput(config, config.hidden_size, nextSeed);
   }
@@ -135,8 +143,10 @@ export class BertIntermediate extends Module {
   dense: Linear;
   intermediate_act_fn: Module;
 
-  constructor(config: BertConfig, nextSeed: () => number) {
+  constructor(config: BertConfig, nextSeed?: (() => number) | number) {
     super();
+    config = parseBertConfig(config);
+    nextSeed = blockSeeds(this.label, nextSeed);
     this.dense = new Linear(config.hidden_size, config.intermediate_size, { seed: nextSeed() });
     this.intermediate_act_fn = activationModule(config.hidden_act);
   }
@@ -152,8 +162,10 @@ export class BertLayer extends Module {
   intermediate: BertIntermediate;
   output: BertResidualOutput;
 
-  constructor(config: BertConfig, nextSeed: () => number) {
+  constructor(config: BertConfig, nextSeed?: (() => number) | number) {
     super();
+    config = parseBertConfig(config);
+    nextSeed = blockSeeds(this.label, nextSeed);
     this.attention = new BertAttention(config, nextSeed);
     this.intermediate = new BertIntermediate(config, nextSeed);
     this.output = new BertResidualOutput(config, config.intermediate_size, nextSeed);
@@ -170,8 +182,10 @@ export class BertLayer extends Module {
 export class BertEncoder extends Module {
   layer: ModuleList;
 
-  constructor(config: BertConfig, nextSeed: () => number) {
+  constructor(config: BertConfig, nextSeed?: (() => number) | number) {
     super();
+    config = parseBertConfig(config);
+    nextSeed = blockSeeds(this.label, nextSeed);
     this.layer = new ModuleList(Array.from({ length: config.num_hidden_layers }, () => new BertLayer(config, nextSeed)));
   }
 
@@ -188,8 +202,10 @@ export class BertEncoder extends Module {
 export class BertPooler extends Module {
   dense: Linear;
 
-  constructor(config: BertConfig, nextSeed: () => number) {
+  constructor(config: BertConfig, nextSeed?: (() => number) | number) {
     super();
+    config = parseBertConfig(config);
+    nextSeed = blockSeeds(this.label, nextSeed);
     this.dense = new Linear(config.hidden_size, config.hidden_size, { seed: nextSeed() });
   }
 

@@ -28,7 +28,7 @@ import { Dropout, dropsNothing, Embedding, forwardLinearActivation, forwardResid
 import type { CheckpointRules } from "./checkpoint";
 import { type Gpt2Config, parseGpt2Config } from "./config";
 import { ModelsError } from "./errors";
-import { activationModule, attention, checkOptions, checkTokenIds, dtypeHint, initLikeHuggingFace, MASKED, onlyArg, seedStream, shown, splitHeads, uploadOn } from "./layers";
+import { activationModule, attention, blockSeeds, checkOptions, checkTokenIds, dtypeHint, initLikeHuggingFace, MASKED, onlyArg, seedStream, shown, splitHeads, uploadOn } from "./layers";
 
 /** GPT2LMHeadModel's feed-forward layers, for the patcher: transformer.h.N.mlp.c_fc and .c_proj. */
 export const GPT2_FFN_LAYERS = /^transformer\.h\.\d+\.mlp\.c_(fc|proj)$/;
@@ -149,8 +149,12 @@ export class GPT2Attention extends Module {
   attn_dropout: Dropout;
   resid_dropout: Dropout;
 
-  constructor(config: Gpt2Config, layerIndex: number, nextSeed: () => number) {
+  /** Built alone (as transformers' GPT2Attention(config, layer_idx=...)), `config` is parsed and `nextSeed` may be a seed or omitted (blockSeeds). */
+  constructor(config: Gpt2Config, layerIndex = 0, nextSeed?: (() => number) | number) {
     super();
+    config = parseGpt2Config(config);
+    checkLayerIndex(this.label, layerIndex, config);
+    nextSeed = blockSeeds(this.label, nextSeed);
     const width = config.n_embd;
     this.nHead = config.n_head;
     const headDim = width / config.n_head;
@@ -213,6 +217,13 @@ export class GPT2Attention extends Module {
   }
 }
 
+/** A block's index in its model (what scale_attn_by_inverse_layer_idx divides by, plus one): an integer from 0 to n_layer - 1. */
+function checkLayerIndex(label: string, layerIndex: unknown, config: Gpt2Config): void {
+  if (!Number.isSafeInteger(layerIndex) || (layerIndex as number) < 0 || (layerIndex as number) >= config.n_layer) {
+    throw new ValueError(`${label}: layerIndex must be an integer from 0 to n_layer - 1 = ${config.n_layer - 1}, got ${shown(layerIndex)}`);
+  }
+}
+
 /** GPT-2's feed-forward part: c_fc, the activation, c_proj, dropout. */
 export class GPT2MLP extends Module {
   c_fc: Linear;
@@ -220,8 +231,11 @@ export class GPT2MLP extends Module {
   c_proj: Linear;
   dropout: Dropout;
 
-  constructor(config: Gpt2Config, nextSeed: () => number) {
+  /** Built alone, `config` is parsed and `nextSeed` may be a seed or omitted (blockSeeds). */
+  constructor(config: Gpt2Config, nextSeed?: (() => number) | number) {
     super();
+    config = parseGpt2Config(config);
+    nextSeed = blockSeeds(this.label, nextSeed);
     const inner = config.n_inner ?? 4 * config.n_embd;
     this.c_fc = new Linear(config.n_embd, inner, { seed: nextSeed() });
     this.act = activationModule(config.activation_function);
@@ -255,8 +269,12 @@ export class GPT2Block extends Module {
   ln_2: LayerNorm;
   mlp: GPT2MLP;
 
-  constructor(config: Gpt2Config, layerIndex: number, nextSeed: () => number) {
+  /** Built alone (as transformers' GPT2Block(config, layer_idx=...)), `config` is parsed and `nextSeed` may be a seed or omitted (blockSeeds). */
+  constructor(config: Gpt2Config, layerIndex = 0, nextSeed?: (() => number) | number) {
     super();
+    config = parseGpt2Config(config);
+    checkLayerIndex(this.label, layerIndex, config);
+    nextSeed = blockSeeds(this.label, nextSeed);
     this.ln_1 = new LayerNorm(config.n_embd, { eps: config.layer_norm_epsilon });
     this.attn = new GPT2Attention(config, layerIndex, nextSeed);
     this.ln_2 = new LayerNorm(config.n_embd, { eps: config.layer_norm_epsilon });
@@ -335,11 +353,13 @@ export class GPT2Model extends Module {
   h: ModuleList;
   ln_f: LayerNorm;
 
-  constructor(config: Gpt2Config, nextSeed: () => number) {
+  /**
+   * Built alone (as transformers' GPT2Model(config)), `nextSeed` may be a seed or omitted (blockSeeds); a config.json's
+   * contents are checked and take their defaults here too (one already parsed parses to itself).
+   */
+  constructor(config: Gpt2Config, nextSeed?: (() => number) | number) {
     super();
-    // Built alone, as transformers' GPT2Model(config): without seeds every layer would fail inside with a TypeError.
-    if (typeof nextSeed !== "function") throw new ValueError(`${this.label}: nextSeed must be a function, got ${shown(nextSeed)} (or build a GPT2LMHeadModel and use its transformer)`);
-    // A config.json's contents are checked and take their defaults here too (one already parsed parses to itself).
+    nextSeed = blockSeeds(this.label, nextSeed);
     const parsed = parseGpt2Config(config);
     this.config = parsed;
     this.wte = new Embedding(parsed.vocab_size, parsed.n_embd, { seed: nextSeed() });

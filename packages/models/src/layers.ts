@@ -234,6 +234,18 @@ export function seedStream(label: string, seed: number | undefined): () => numbe
   return () => random.nextUint32();
 }
 
+/**
+ * The seeds of a building block (GPT2Block, BertLayer...): the stream its model hands it, or, built alone as
+ * transformers' `GPT2Block(config)` is, an integer seed to start a stream from, or none (drawn from core's global
+ * generator, as a model built without a seed draws). Anything else is a ValueError naming it.
+ */
+export function blockSeeds(label: string, nextSeed: unknown): () => number {
+  if (typeof nextSeed === "function") return nextSeed as () => number;
+  if (nextSeed === undefined || nextSeed === null) return seedStream(label, undefined);
+  if (typeof nextSeed === "number" && Number.isSafeInteger(nextSeed)) return seedStream(label, nextSeed);
+  throw new ValueError(`${label}: nextSeed must be a function giving seeds, an integer seed or omitted, got ${shown(nextSeed)}`);
+}
+
 /** The options that are flags, wherever they appear (generate's staticCache and graph, checkpoint loading's strict). */
 const FLAGS: readonly string[] = ["staticCache", "graph", "strict"];
 

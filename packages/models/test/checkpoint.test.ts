@@ -309,10 +309,14 @@ describe("configs", () => {
     expect(() => parseGpt2Config({ num_hidden_layers: 0 })).toThrow(/n_layer \(given as num_hidden_layers\): expected a positive integer/);
   });
 
-  it("builds GPT2Model alone from a config.json's contents, and refuses it without seeds with a ValueError, not a TypeError", async () => {
+  it("builds GPT2Model alone from a config.json's contents, with or without seeds, and refuses seeds of another kind with a ValueError", async () => {
     const config = await gpt2Config();
-    expect(() => new GPT2Model(parseGpt2Config(config), undefined as never)).toThrow(ValueError);
-    expect(() => new GPT2Model(parseGpt2Config(config), undefined as never)).toThrow(/GPT2Model: nextSeed must be a function, got undefined/);
+    // As transformers' GPT2Model(config): no seeds draws them from core's global generator; a seed repeats the weights.
+    expect(new GPT2Model(parseGpt2Config(config)).h.length).toBe(config.n_layer);
+    const weights = (model: GPT2Model) => model.wte.weight.value.toArray();
+    expect(weights(new GPT2Model(parseGpt2Config(config), 3))).toEqual(weights(new GPT2Model(parseGpt2Config(config), 3)));
+    expect(() => new GPT2Model(parseGpt2Config(config), "3" as never)).toThrow(ValueError);
+    expect(() => new GPT2Model(parseGpt2Config(config), "3" as never)).toThrow(/GPT2Model: nextSeed must be a function giving seeds, an integer seed or omitted, got "3"/);
     // The contents are checked and take their defaults (n_layer absent: transformers' 12 blocks, not none).
     const { n_layer: _, ...noLayers } = config;
     expect(new GPT2Model(noLayers as never, () => 1).h.length).toBe(12);
