@@ -60,7 +60,8 @@ function parseOptions(argv) {
     if (error.code !== "ERR_PARSE_ARGS_UNKNOWN_OPTION") throw error;
     const flag = /'(-[^']*)'/.exec(error.message)[1];
     const typed = flag.replace(/[-_]/g, "");
-    const near = ["steps", "backend", "save", "help"].find((name) => name.startsWith(typed) || typed.startsWith(name));
+    // No guess for a flag of dashes alone ('---'): every name starts with "".
+    const near = typed === "" ? undefined : ["steps", "backend", "save", "help"].find((name) => name.startsWith(typed) || typed.startsWith(name));
     throw new TypeError(`Unknown option '${flag}'${near === undefined ? "" : ` (did you mean --${near}?)`}; --help lists the flags`);
   }
   // parseArgs keeps the last value of a flag given twice; a second, different value is an error instead.
@@ -75,6 +76,8 @@ function parseOptions(argv) {
   const steps = /^[+-]?(?:\d+\.?\d*|\.\d+)(?:e[+-]?\d+)?$/i.test(values.steps.trim()) ? Number(values.steps) : Number.NaN;
   if (!Number.isSafeInteger(steps) || steps < 1) throw new RangeError(`--steps: expected a positive integer, got '${values.steps}'`);
   if (values.backend !== "cpu" && values.backend !== "nccl") throw new RangeError(`--backend: expected cpu or nccl, got '${values.backend}'`);
+  // An empty name was read as the current folder: "--save : <cwd> is a folder".
+  if (values.save === "") throw new RangeError("--save: expected a file name such as model.safetensors, got ''");
   return { steps, backend: values.backend, save: values.save };
 }
 
@@ -89,7 +92,9 @@ async function startGroup(backend) {
   }
 }
 
-const options = parseOptions(process.argv.slice(2));
+// `pnpm demo -- --flag` hands the script a literal "--" first.
+const argv = process.argv.slice(2);
+const options = parseOptions(argv[0] === "--" ? argv.slice(1) : argv);
 if (options === null) {
   if ((process.env.RANK ?? "0") === "0") console.log(USAGE);
   process.exit(0);

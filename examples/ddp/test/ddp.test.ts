@@ -1,4 +1,4 @@
-import { existsSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import { afterAll, expect, it } from "vitest";
@@ -22,6 +22,19 @@ it("the example trains on two ranks through the launcher: replicas identical, th
   expect(existsSync(checkpoint)).toBe(true);
 });
 
+// `pnpm demo --steps 3` appends the flags to the demo script (`pnpm demo -- --steps 3`, after a literal "--"): with
+// --steps 40 in the script the first failed with "--steps: given twice ('40' and '3')", the second with "Unexpected
+// argument '--steps'".
+it.each([[["--steps", "3"]], [["--", "--steps", "3"]]])("the demo script takes the script's flags after it, as pnpm demo %j passes them", async (extra) => {
+  const script: string = JSON.parse(readFileSync(resolve(import.meta.dirname, "..", "package.json"), "utf8")).scripts.demo;
+  const [launcher, ...args] = script.split(" ");
+  expect(launcher).toBe("blocksparse-run");
+  const result = await runNode(["--import", "tsx", LAUNCHER_SOURCE, ...args, ...extra], { cwd: resolve(import.meta.dirname, "..") });
+  expect(result.code, result.stderr).toBe(0);
+  // Three steps: step 0 and the last, step 2, reported.
+  expect(result.stdout).toMatch(/^step 0: .*\nstep 2: .*\naccuracy on 256 held-out points: [\d.]+%; 2 replicas identical\n$/);
+});
+
 it.each([
   [["--steps", "abc"], /--steps: expected a positive integer, got 'abc'/],
   [["--steps=-1"], /--steps: expected a positive integer, got '-1'/],
@@ -34,6 +47,10 @@ it.each([
   // parseArgs keeps the last value of a flag given twice; the first was dropped without a word.
   [["--steps", "5", "--steps", "6"], /--steps: given twice \('5' and '6'\); give it once/],
   [["--step", "5"], /Unknown option '--step' \(did you mean --steps\?\)/],
+  // Every name starts with "": dashes alone were "did you mean --steps?".
+  [["---"], /^TypeError: Unknown option '---'; --help lists the flags$/m],
+  // An empty name was read as the current folder: "--save : <cwd> is a folder".
+  [["--save="], /^RangeError: --save: expected a file name such as model\.safetensors, got ''$/m],
   [["--save", join(out, "missing", "model.safetensors")], /--save .*: the folder .*missing does not exist/],
   [["--save", join(out, "a-folder")], /--save .*a-folder: .*a-folder is a folder; expected a file name such as .*a-folder\/model\.safetensors/],
   [["--save", join(out, "a-file", "model.safetensors")], /--save .*: .*a-file is not a folder/],
