@@ -102,7 +102,8 @@ function readFlags(argv: string[]): CliOptions | null {
   }
   if (values.block !== undefined) {
     const match = /^(\d+)x(\d+)$/.exec(values.block);
-    if (match === null || Number(match[1]) < 1 || Number(match[2]) < 1) {
+    // Sides past 2^53 were rounded: "99999999999999999999x1" was refused naming a block shape of 100000000000000000000x1.
+    if (match === null || [match[1], match[2]].some((side) => !Number.isSafeInteger(Number(side)) || Number(side) < 1)) {
       throw new RangeError(`--block: expected ROWSxCOLS of positive integers such as 32x32, got '${values.block}'`);
     }
     options.blockShape = [Number(match[1]), Number(match[2])];

@@ -14,6 +14,8 @@ describe("the demo's flags", () => {
     [["--steps", "0"], /--steps: expected a positive integer, got '0'/],
     [["--lr", "abc"], /--lr: expected a positive number, got 'abc'/],
     [["--block", "0x0"], /--block: expected ROWSxCOLS of positive integers such as 32x32, got '0x0'/],
+    // A side past 2^53 was rounded, and the refusal named a block shape of 100000000000000000000x1.
+    [["--block", "99999999999999999999x1"], /^RangeError: --block: expected ROWSxCOLS of positive integers such as 32x32, got '99999999999999999999x1'$/],
     [["--heads", "3"], /--heads: 3 heads do not divide --d-model 64/],
     [["--block", "24x24"], /--d-model: 64 \(feed-forward 64 x 256\) is not divisible by the block shape 24x24 \(--block\); use a multiple of 24 \(48 or 72\)/],
     // A multiple of the larger side alone (48) is not divisible by 32: the width must be a multiple of both.
