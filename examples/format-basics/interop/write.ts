@@ -1,10 +1,21 @@
 // Writes BSR matrices the way blocksparse stores them, for check.py to read with PyTorch and SciPy.
 //   tsx interop/write.ts <dir>
+import { statSync } from "node:fs";
 import { join } from "node:path";
 import { BsrMatrix } from "@blocksparse/format";
 import { saveBsrMatrices, saveSafetensors, saveScipyNpz } from "@blocksparse/format/node";
 
 const dir = process.argv[2] ?? ".";
+// A missing folder is a message, not a stack trace from the first write (run.sh makes its folder first).
+const folder = statSync(dir, { throwIfNoEntry: false });
+if (folder?.isDirectory() !== true) {
+  console.error(
+    folder === undefined
+      ? `write.ts: the folder ${dir} does not exist: make it first (mkdir -p ${dir}), or run interop/run.sh, which makes it`
+      : `write.ts: ${dir} is not a folder: give the folder to write the matrices in`,
+  );
+  process.exit(1);
+}
 const matrices = {
   "fc.weight": BsrMatrix.random([96, 128], { blockShape: [32, 32], density: 0.5, seed: 1 }),
   "proj.weight": BsrMatrix.random([64, 96], { blockShape: [16, 32], density: 0.25, seed: 2, dtype: "bfloat16" }),

@@ -1,5 +1,5 @@
 import { spawnSync } from "node:child_process";
-import { existsSync, mkdtempSync, rmSync } from "node:fs";
+import { existsSync, mkdtempSync, readdirSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import { describe, expect, it } from "vitest";
@@ -23,6 +23,23 @@ describe("the demo's command line", { timeout: 30_000 }, () => {
     expect(result.code).toBe(1);
     expect(result.stderr).toMatch(/read\.ts: .*theirs\.safetensors does not exist: check\.py writes it .*interop\/run\.sh runs all three/);
     expect(result.stderr).not.toMatch(/^\s+at /m);
+  });
+
+  it("interop/write.ts names a missing output folder, or a file given for it, without a stack trace", async () => {
+    // It failed on its first write with "BsrIoError: write .../ours.safetensors: no such file or directory" and a stack trace.
+    const cwd = mkdtempSync(join(tmpdir(), "blocksparse-interop-write-"));
+    try {
+      writeFileSync(join(cwd, "a-file"), "");
+      const missing = await runNode(["--import", "tsx", resolve(import.meta.dirname, "..", "interop", "write.ts"), join(cwd, "missing")], { cwd: resolve(import.meta.dirname, "..") });
+      expect(missing.code).toBe(1);
+      expect(missing.stderr).toBe(`write.ts: the folder ${join(cwd, "missing")} does not exist: make it first (mkdir -p ${join(cwd, "missing")}), or run interop/run.sh, which makes it\n`);
+      const file = await runNode(["--import", "tsx", resolve(import.meta.dirname, "..", "interop", "write.ts"), join(cwd, "a-file")], { cwd: resolve(import.meta.dirname, "..") });
+      expect(file.code).toBe(1);
+      expect(file.stderr).toBe(`write.ts: ${join(cwd, "a-file")} is not a folder: give the folder to write the matrices in\n`);
+      expect(readdirSync(cwd)).toEqual(["a-file"]);
+    } finally {
+      rmSync(cwd, { recursive: true, force: true });
+    }
   });
 
   it("interop/run.sh writes into a relative folder it is given, from wherever it is run", () => {
