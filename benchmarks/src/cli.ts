@@ -62,11 +62,13 @@ async function main(): Promise<void> {
   const quick = values.quick;
   const suiteNames = list(values.suites, SUITES.map((s) => s.name), "suites") ?? SUITES.map((s) => s.name);
   if (values.out !== undefined && values["update-results"]) throw new FlagError(`--out and --update-results${process.env.BENCH_UPDATE === "1" ? " (on with BENCH_UPDATE=1)" : ""}: pick one`);
+  // Checked before the backend starts (the default depends on the backend that starts).
+  const dtypesGiven = list(values.dtypes, DTYPES, "dtypes");
   const outDir = outputDirectory(values.out ?? join(repoRoot, "benchmarks", values["update-results"] ? "results" : "out"));
   const started = await startBackend(values.backend);
   const large = started.backend === "cuda";
   // On a CPU the half types are emulated: float32 tells the story in a fraction of the time.
-  const dtypes = list(values.dtypes, DTYPES, "dtypes") ?? (large ? (quick ? ["bfloat16"] : ["bfloat16", "float16", "float32"]) : ["float32"]);
+  const dtypes = dtypesGiven ?? (large ? (quick ? ["bfloat16"] : ["bfloat16", "float16", "float32"]) : ["float32"]);
   const plan: TimingPlan = large
     ? { warmup: 3, minRepeats: 10, maxRepeats: 50, budgetMs: 150, minSampleMs: 5 }
     : quick

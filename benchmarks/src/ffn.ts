@@ -297,15 +297,13 @@ function markdown(
 }
 
 async function main(): Promise<void> {
-  const { values, dtype, models, context, heads, widthPairs, tokenCounts, shapes, densities, only, outDir } = parseFfnFlags();
+  const { values, dtype, models, context, heads, widthPairs, tokenCounts, shapes, densities, only, denseSampled: route, denseProducts: productRoute, outDir } = parseFfnFlags();
   const started = await startBackend(values.backend);
   const backend = getBackendInstance();
   // Refused before any case runs: captureGraph threw from inside the first timed case, with its stack.
   if (values.graph && backend.graphs === undefined) {
     throw new FlagError(`--graph: the ${backend.name} backend cannot record graphs (captureGraph needs cuda); leave out --graph to time eager steps`);
   }
-  const route = values["dense-sampled"];
-  if (route !== "auto" && route !== "never" && route !== "always") throw new FlagError(`--dense-sampled: expected auto, never or always, got "${route}"`);
   const tuning = backend as { setAutotune?: (on: boolean) => boolean; autotuneRecords?: () => { product: string; epilogue?: string; m: number; rows: number; cols: number; nnzBlocks: number; blockShape: number[]; route: string; timings: { route: string; ms: number }[] }[] };
   if (values.autotune) {
     if (typeof tuning.setAutotune !== "function") throw new FlagError(`--autotune: the ${backend.name} backend does not tune its products`);
@@ -316,9 +314,6 @@ async function main(): Promise<void> {
     if (typeof setMode !== "function") throw new FlagError(`--dense-sampled ${route}: the ${backend.name} backend has one route for the weight gradient`);
     setMode.call(backend, route);
   }
-  const productRoute = values["dense-products"];
-  if (productRoute !== "auto" && productRoute !== "never" && productRoute !== "always")
-    throw new FlagError(`--dense-products: expected auto, never or always, got "${productRoute}"`);
   if (productRoute !== "auto") {
     const setMode = (backend as { setDenseProductMode?: (mode: string) => string }).setDenseProductMode;
     if (typeof setMode !== "function") throw new FlagError(`--dense-products ${productRoute}: the ${backend.name} backend has one route for bsrLinear and bsrMatmul`);

@@ -84,6 +84,12 @@ export function parseFfnFlags(args: string[] = process.argv.slice(2)) {
   const densities = densityList(values.densities, "densities");
   const only = values.only;
   if (only !== "both" && only !== "dense" && only !== "sparse") throw new FlagError(`--only: expected both, dense or sparse, got "${only}"`);
+  // The routes' names are checked here; whether the backend has the routes, once it has started.
+  const [denseSampled, denseProducts] = (["dense-sampled", "dense-products"] as const).map((flag) => {
+    const route = values[flag];
+    if (route !== "auto" && route !== "never" && route !== "always") throw new FlagError(`--${flag}: expected auto, never or always, got "${route}"`);
+    return route;
+  });
   if (models.includes("block")) {
     for (const tokens of tokenCounts) if (tokens % context !== 0) throw new FlagError(`--tokens ${tokens} is not a multiple of --context ${context}`);
     for (const [dModel] of widthPairs) if (dModel % heads !== 0) throw new FlagError(`--heads ${heads} does not divide the block model's dModel ${dModel} (--widths)`);
@@ -106,19 +112,22 @@ export function parseFfnFlags(args: string[] = process.argv.slice(2)) {
       }
     }
   }
-  // Each case's input, hidden activations and weights (at the least density when only the sparse model runs), at the
-  // dtype's size: a lower bound of what the step holds on the host, where every backend's inputs are drawn.
+  // Each case's input and hidden activations at the dtype's size, and its weights (at the least density when only the
+  // sparse model runs) in float32, as the layers draw them on the host before the cast (counted at the dtype's size,
+  // bfloat16 widths that fitted failed inside randn with an out-of-memory stack): a lower bound of what the step holds
+  // on the host, where every backend's inputs are drawn.
   const bytes = dtype === "float32" ? 4 : 2;
   const kept = only === "sparse" ? Math.min(...densities) : 1;
   for (const model of models) {
     for (const [dModel, hidden] of widthPairs) {
       for (const tokens of tokenCounts) {
-        const elements = tokens * (dModel + hidden) + (model === "head" ? 1 : 2) * kept * dModel * hidden;
-        checkHostMemory(`--widths ${dModel}x${hidden} and --tokens ${tokens}`, `the ${model} model's input, activations and weights in ${dtype}`, Math.ceil(elements), bytes, "use smaller --widths or --tokens");
+        const total = bytes * tokens * (dModel + hidden) + 4 * Math.ceil((model === "head" ? 1 : 2) * kept * dModel * hidden);
+        const what = dtype === "float32" ? "input, activations and weights in float32" : `input and activations in ${dtype} and weights in float32`;
+        checkHostMemory(`--widths ${dModel}x${hidden} and --tokens ${tokens}`, `the ${model} model's ${what}`, total, 1, "use smaller --widths or --tokens");
       }
     }
   }
   if (values.torch) checkPythonImports("torch", ["torch"]);
   const outDir = outputDirectory(values.out ?? join(repoRoot, "benchmarks", "results", "tmp", "ffn"));
-  return { values, dtype, models, context, heads, widthPairs, tokenCounts, shapes, densities, only, outDir };
+  return { values, dtype, models, context, heads, widthPairs, tokenCounts, shapes, densities, only, denseSampled, denseProducts, outDir };
 }

@@ -42,6 +42,8 @@ export function parseGpt2TrainFlags(args: string[] = process.argv.slice(2)) {
   const batch = positiveInteger(values.batch, "batch");
   const context = positiveInteger(values.context, "context");
   const vocab = positiveInteger(values.vocab, "vocab");
+  // One token has nothing to predict: the loss is 0 whatever the model, and its check against ln(1) = 0 ended the run with a stack.
+  if (vocab < 2) throw new FlagError(`--vocab: expected at least 2 tokens, got "${values.vocab}" (with one, every loss is 0 and there is nothing to check or train)`);
   const densities = densityList(values.densities, "densities");
   const blocks = positiveIntegers(values.blocks, "blocks");
   // Checked before any case runs: a misfit would otherwise end the run in the patcher, with its stack, after the dense model was timed.
@@ -52,11 +54,15 @@ export function parseGpt2TrainFlags(args: string[] = process.argv.slice(2)) {
       for (const density of densities) checkKeepsABlock(density, (4 * width) / block, width / block, `${block}x${block}`, `gpt2 ${size}'s ${4 * width}x${width} feed-forward weights`);
     }
   }
-  // The logits [batch x context, vocab] and one layer's activations [batch x context, 4 x width], at the dtype's size:
-  // a lower bound of a step's host memory on js (and of what any backend's inputs are drawn from).
+  // The logits [batch x context, vocab] and one layer's activations [batch x context, 4 x width], at the dtype's size,
+  // and the weights, drawn in float32 on the host whatever the dtype (the token embedding, vocab x width, is most of
+  // them with a large --vocab: it failed inside randn with an out-of-memory stack): a lower bound of a step's host memory
+  // on js and cpu (on cuda each weight passes through the host as it is drawn, the embedding the largest).
   for (const size of sizes) {
-    const width = SIZES[size].n_embd;
-    checkHostMemory(`--batch ${batch}, --context ${context} and --vocab ${vocab}`, `gpt2 ${size}'s logits and activations in ${dtype}`, batch * context * (vocab + 4 * width), dtype === "float32" ? 4 : 2, "use a smaller --batch, --context or --vocab");
+    const { n_embd: width, n_layer: layers } = SIZES[size];
+    const weights = (vocab + context) * width + 12 * layers * width * width;
+    const bytes = batch * context * (vocab + 4 * width) * (dtype === "float32" ? 4 : 2) + 4 * weights;
+    checkHostMemory(`--batch ${batch}, --context ${context} and --vocab ${vocab}`, `gpt2 ${size}'s ${dtype === "float32" ? "logits, activations and weights in float32" : `logits and activations in ${dtype} and its weights in float32`}`, bytes, 1, "use a smaller --batch, --context or --vocab");
   }
   if (values.torch || values["torch-compile"]) checkPythonImports(values.torch ? "torch" : "torch-compile", ["torch", "transformers"]);
   const outDir = outputDirectory(values.out ?? join(repoRoot, "benchmarks", "results", "tmp", "gpt2-train"));

@@ -1,5 +1,5 @@
-import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
-import { tmpdir } from "node:os";
+import { existsSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir, totalmem } from "node:os";
 import { join } from "node:path";
 import { afterAll, describe, expect, it } from "vitest";
 import { parseAttentionFlags } from "../src/attention_flags";
@@ -92,10 +92,29 @@ describe("benchmark CLIs' flag checks refuse a bad value naming the flag, before
     // One shape timed twice, as two rows.
     ["attention.ts --shapes 1x1x16x16,01x1x16x16", () => parseAttentionFlags([...ATTENTION.slice(0, 2), "--shapes", "1x1x16x16,01x1x16x16", ...ATTENTION.slice(4)]), /^--shapes: "01x1x16x16" repeats "1x1x16x16" \(both are 1x1x16x16\)/],
     ["attention.ts --shapes 1e1x1x16x16", () => parseAttentionFlags([...ATTENTION.slice(0, 2), "--shapes", "1e1x1x16x16", ...ATTENTION.slice(4)]), /^--shapes: "1e1x1x16x16" is not batch x heads x length x headDim/],
+    // One token: every loss is 0, and the check of the first loss against ln(1) = 0 ended the run with its stack.
+    ["gpt2_train.ts --vocab 1", () => parseGpt2TrainFlags(["--backend", "js", "--sizes", "tiny", "--vocab", "1", "--out", out]), /^--vocab: expected at least 2 tokens, got "1" \(with one, every loss is 0/],
+    // Checked only once the backend had started (CUDA's start, on a GPU).
+    ["ffn.ts --dense-sampled sometimes", () => parseFfnFlags([...FFN, "--models", "ffn", "--widths", "64x128", "--blocks", "32", "--dense-sampled", "sometimes"]), /^--dense-sampled: expected auto, never or always, got "sometimes"$/],
+    ["ffn.ts --dense-products 1", () => parseFfnFlags([...FFN, "--models", "ffn", "--widths", "64x128", "--blocks", "32", "--dense-products", "1"]), /^--dense-products: expected auto, never or always, got "1"$/],
     // Matched no product: timed nothing and printed the header alone, exit 0.
     ["cpu_addon.ts --only nothing", () => parseCpuAddonFlags(["--only", "nothing"]), /^--only: "nothing" is in no product's name; the names are: dense 256x1024x1024; bsrLinear b32 d0.25 256x1024x1024;/],
   ] as [string, () => unknown, RegExp][])("%s", (_, parse, message) => {
     expect(refusal(parse)).toMatch(message);
+  });
+
+  // The weights are drawn in float32 on the host whatever --dtype says: counted at bfloat16's size (ffn.ts) or not at
+  // all (gpt2_train.ts, whose token embedding is vocab x width), runs that fit that count failed inside randn with an
+  // out-of-memory stack. Sized from this machine's memory: the old count fitted it, the weights in float32 do not.
+  it("ffn.ts and gpt2_train.ts count the weights in float32 against the host's memory", () => {
+    const hidden = Math.ceil((0.1875 * totalmem()) / 1024); // 2 weights x 1024 x hidden: 0.75x the memory in bfloat16, 1.5x in float32
+    const ffn = refusal(() => parseFfnFlags(["--backend", "js", "--dtype", "bfloat16", "--tokens", "1", "--only", "dense", "--models", "ffn", "--widths", `1024x${hidden}`, "--out", out]));
+    expect(ffn).toMatch(new RegExp(`^--widths 1024x${hidden} and --tokens 1 needs \\d+\\.\\d GiB for the ffn model's input and activations in bfloat16 and weights in float32, and this machine has`));
+    const vocab = Math.ceil(totalmem() / 128); // the logits: 2 bytes x vocab, 1/64 of the memory; the embedding: 64 x 4 bytes x vocab, twice it
+    const gpt2 = refusal(() => parseGpt2TrainFlags(["--backend", "js", "--sizes", "tiny", "--batch", "1", "--context", "1", "--vocab", String(vocab), "--out", out]));
+    expect(gpt2).toMatch(new RegExp(`^--batch 1, --context 1 and --vocab ${vocab} needs \\d+\\.\\d GiB for gpt2 tiny's logits and activations in bfloat16 and its weights in float32, and this machine has`));
+    // The smallest vocabulary passes.
+    expect(parseGpt2TrainFlags(["--backend", "js", "--sizes", "tiny", "--batch", "1", "--context", "1", "--vocab", "2", "--out", out])).toMatchObject({ vocab: 2 });
   });
 
   it("the largest generate.ts run GPT-2's positions hold passes (1024 positions: the last new token is never fed back)", () => {
@@ -173,6 +192,16 @@ describe.concurrent("each benchmark CLI's command line: one process per script",
       await runCli("ffn.ts", [...FFN, "--models", "ffn", "--widths", "64x128", "--blocks", "32", "--graph"]),
       /^--graph: the js backend cannot record graphs \(captureGraph needs cuda\); leave out --graph to time eager steps\n$/,
     );
+  }, 90_000);
+
+  // cli.ts exits 2 with its usage for a bad flag; --dtypes was read after --out was made and the backend started.
+  it("cli.ts --dtypes toString is refused before --out is made or a backend starts", async () => {
+    const fresh = join(out, "bench-not-made");
+    const { code, stdout, stderr } = await runCli("cli.ts", ["--backend", "js", "--quick", "--dtypes", "toString", "--out", fresh]);
+    expect(stderr).toMatch(/^--dtypes: unknown "toString", expected some of float32, float16, bfloat16\nusage: pnpm bench/);
+    expect(code).toBe(2);
+    expect(stdout).toBe("");
+    expect(existsSync(fresh)).toBe(false);
   }, 90_000);
 
   it("eager_step.ts --backend auto names the backend that ran, not 'auto'", async () => {
