@@ -6,7 +6,7 @@
  *   tsx src/ffn_chart.ts results/gpu-nvidia-h200/ffn-step.json [more.json ...] --out results/gpu-nvidia-h200/charts
  */
 import { mkdirSync, readFileSync, writeFileSync } from "node:fs";
-import { basename, join } from "node:path";
+import { basename, join, resolve } from "node:path";
 import { lineChart, type ReferenceLine, type Series } from "./chart";
 import { describeFailure, FlagError, outputDirectory, parseFlags } from "./flags";
 import { plural } from "./report";
@@ -122,9 +122,26 @@ function main(): void {
     flags: { out: { type: "string", description: "directory the SVG charts are written to", defaultText: "none, required" } },
   });
   if (positionals.length === 0 || !values.out) throw new FlagError("usage: tsx src/ffn_chart.ts FILE.json [...] --out DIR");
+  const given = new Set<string>();
+  for (const file of positionals) {
+    if (given.has(resolve(file))) throw new FlagError(`${file}: given twice; give each file once`);
+    given.add(resolve(file));
+  }
   const outDir = outputDirectory(values.out);
   // Every file read and checked before any chart is written.
   const files = positionals.map((file) => ({ file, ...readStepFile(file) }));
+  // Charts are named by model, widths and tokens alone: two files with one such case (a float32 and a bfloat16 run of
+  // it, or one file given twice) wrote the same chart, the second over the first, and both were listed as written.
+  const owners = new Map<string, string>();
+  for (const { file, rows, graph } of files) {
+    for (const chart of stepCharts(rows, graph ? "captured" : "")) {
+      const earlier = owners.get(chart.file);
+      if (earlier !== undefined) {
+        throw new FlagError(`${file}: its chart ${chart.file} is also ${earlier}'s, and would overwrite it; chart the two into separate --out directories`);
+      }
+      owners.set(chart.file, file);
+    }
+  }
   for (const { file, rows, graph } of files) {
     const written = writeStepCharts(rows, outDir, graph ? "captured" : "");
     process.stdout.write(`${basename(file)}: ${written.length > 0 ? written.join(", ") : "no dense + block-sparse group"}\n`);

@@ -38,7 +38,7 @@ function once<T>(values: T[], items: string[], flag: string): T[] {
 const DECIMAL = /^(?:\d+\.?\d*|\.\d+)(?:e[+-]?\d+)?$/i;
 
 /** An item's value when written in decimal, else NaN (which every caller rejects with the flag's own message). */
-function decimal(item: string): number {
+export function decimal(item: string): number {
   return DECIMAL.test(item) ? Number(item) : Number.NaN;
 }
 

@@ -1,5 +1,5 @@
 /** tc_audit_cli.ts's flags, parsed and checked before the files are read. */
-import { type CliSpec, FlagError, parseFlags } from "./flags";
+import { type CliSpec, decimal, FlagError, parseFlags } from "./flags";
 
 export const TC_AUDIT_CLI = {
   usage: "tsx src/tc_audit_cli.ts TC_BENCH_LOG... [--within FRACTION]",
@@ -13,7 +13,8 @@ export function parseTcAuditFlags(args: string[] = process.argv.slice(2)): { fil
   const { values, positionals } = parseFlags(TC_AUDIT_CLI, args);
   if (positionals.length === 0) throw new FlagError(`usage: ${TC_AUDIT_CLI.usage} (no log given)`);
   const text = values.within;
-  const within = /^\d+(\.\d+)?$/.test(text) ? Number(text) : Number.NaN;
+  // Written as every other number flag is (".05" and "5e-2" too, which the margin's own pattern refused as no fraction).
+  const within = decimal(text);
   if (!Number.isFinite(within) || within >= 1) throw new FlagError(`--within: "${text}" is not a fraction from 0 up to 1 (0.03 for 3%)`);
   return { files: positionals, within };
 }

@@ -4,6 +4,7 @@ import { join } from "node:path";
 import { XMLValidator } from "fast-xml-parser";
 import { describe, expect, it } from "vitest";
 import { readStepFile, type StepRow, stepCharts, writeStepCharts } from "../src/ffn_chart";
+import { runCli } from "./run_cli";
 
 const row = (tokens: number, block: number, density: number, medianMs: number, vsTorchDense?: number): StepRow => ({
   model: "ffn",
@@ -104,4 +105,34 @@ describe("readStepFile", () => {
       rmSync(dir, { recursive: true, force: true });
     }
   });
+});
+
+describe("ffn_chart.ts's command line", () => {
+  // Charts are named by model, widths and tokens: a float32 and a bfloat16 run of one case both wrote
+  // ffn-1024x4096-16-speedup.svg, the second over the first, and both were listed as written (exit 0).
+  it("refuses two files whose charts share a name, and one file given twice, writing nothing", async () => {
+    const dir = mkdtempSync(join(tmpdir(), "ffn-chart-cli-"));
+    try {
+      const save = (name: string, dtype: string) => {
+        writeFileSync(join(dir, name), JSON.stringify({ rows: [row(16, 0, 1, 2), row(16, 32, 0.5, 1)].map((r) => ({ ...r, dtype })) }));
+        return join(dir, name);
+      };
+      const [f32, bf16] = [save("f32.json", "float32"), save("bf16.json", "bfloat16")];
+      const out = join(dir, "charts");
+      const clash = await runCli("ffn_chart.ts", [f32, bf16, "--out", out]);
+      expect(clash.stderr).toBe(`${bf16}: its chart ffn-1024x4096-16-speedup.svg is also ${f32}'s, and would overwrite it; chart the two into separate --out directories\n`);
+      expect(clash.code).toBe(1);
+      expect(clash.stdout).toBe("");
+      const twice = await runCli("ffn_chart.ts", [f32, join(dir, ".", "f32.json"), "--out", out]);
+      expect(twice.stderr).toMatch(/f32.json: given twice; give each file once\n$/);
+      expect(twice.code).toBe(1);
+      expect(readdirSync(out)).toEqual([]);
+      // Each on its own writes its chart.
+      const one = await runCli("ffn_chart.ts", [bf16, "--out", out]);
+      expect(one.code).toBe(0);
+      expect(readdirSync(out)).toEqual(["ffn-1024x4096-16-speedup.svg"]);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  }, 90_000);
 });

@@ -79,5 +79,10 @@ describe("the dispatch audit of tc_bench's timings", () => {
     expect(() => parseTcAuditFlags([])).toThrow(/no log given/);
     expect(() => parseTcAuditFlags(["a.log", "--within", "5%"])).toThrow(/--within: "5%" is not a fraction/);
     expect(() => parseTcAuditFlags(["a.log", "--within", "1"])).toThrow(/--within: "1" is not a fraction/);
+    // Written as the other flags' numbers are: ".05" and "5e-2" were refused as "not a fraction from 0 up to 1".
+    expect(parseTcAuditFlags(["a.log", "--within", ".05"]).within).toBe(0.05);
+    expect(parseTcAuditFlags(["a.log", "--within", "5e-2"]).within).toBe(0.05);
+    expect(parseTcAuditFlags(["a.log", "--within", "0"]).within).toBe(0);
+    for (const bad of ["0x1", "Infinity", "NaN", "1e0"]) expect(() => parseTcAuditFlags(["a.log", "--within", bad])).toThrow(`--within: "${bad}" is not a fraction`);
   });
 });
