@@ -71,18 +71,35 @@ function describe(value: unknown): string {
 const BIGINT_MARK = "\u0000bigint:";
 const BIGINT_JSON = /"\\u0000bigint:(-?\d+)"/g;
 
-/** zod/mini carries no locale: the messages for the issues these schemas leave to zod. */
-function defaultMessage(issue: z.core.$ZodRawIssue): string | undefined {
-  if (issue.code === "unrecognized_keys") {
-    return `Unrecognized key${issue.keys.length > 1 ? "s" : ""}: ${issue.keys.map((key) => JSON.stringify(key)).join(", ")}`;
-  }
-  if (issue.code === "invalid_type") return `Invalid input: expected ${issue.expected}, received ${describe(issue.input)}`;
-  return undefined;
+/** The option names a schema takes (an object's keys, through an optional), for the message on an unknown one. */
+function optionNames(schema: z.ZodMiniType): string[] {
+  const def = schema._zod.def as { innerType?: z.ZodMiniType; shape?: Record<string, unknown> };
+  if (def.shape !== undefined) return Object.keys(def.shape);
+  return def.innerType === undefined ? [] : optionNames(def.innerType);
+}
+
+/**
+ * zod/mini carries no locale: the messages for the issues these schemas leave to zod. An unknown key names the options
+ * there are (as nn's and format's option checks do), and the one it differs from only in case or separators.
+ */
+function defaultMessage(names: string[]): (issue: z.core.$ZodRawIssue) => string | undefined {
+  const plain = (name: string) => name.toLowerCase().replace(/[-_]/g, "");
+  return (issue) => {
+    if (issue.code === "unrecognized_keys") {
+      const near = issue.keys.map((key) => names.find((name) => plain(name) === plain(key))).filter((name) => name !== undefined);
+      return (
+        `Unrecognized key${issue.keys.length > 1 ? "s" : ""}: ${issue.keys.map((key) => JSON.stringify(key)).join(", ")}` +
+        `${near.length > 0 ? ` (did you mean ${near.join(", ")}?)` : ""}; the options are ${names.join(", ")}`
+      );
+    }
+    if (issue.code === "invalid_type") return `Invalid input: expected ${issue.expected}, received ${describe(issue.input)}`;
+    return undefined;
+  };
 }
 
 /** Parses `value` with `schema`, or throws a PatchError listing each problem with its path. */
 export function parseOptions<T>(where: string, schema: z.ZodMiniType<T>, value: unknown): T {
-  const result = schema.safeParse(value, { error: defaultMessage });
+  const result = schema.safeParse(value, { error: defaultMessage(optionNames(schema)) });
   if (result.success) return result.data;
   const problems = result.error.issues.map((issue) => {
     const path = issue.path.length > 0 ? `${issue.path.join(".")}: ` : "";

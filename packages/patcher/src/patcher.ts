@@ -721,6 +721,7 @@ function plannedLayer(name: string, linear: Linear, pattern: NamePattern): Patch
     blockShape: [blockHeight, blockWidth],
     keptBlocks,
     totalBlocks,
+    keptDensity: keptBlocks / totalBlocks,
     bias: hasBias(linear),
     paramsBefore: outFeatures * inFeatures + bias,
     paramsAfter: keptBlocks * blockHeight * blockWidth + bias,

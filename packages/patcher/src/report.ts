@@ -12,6 +12,8 @@ export interface PatchedLayer {
   /** Blocks kept: round(density * totalBlocks), at least one. */
   keptBlocks: number;
   totalBlocks: number;
+  /** The density kept, keptBlocks / totalBlocks: the asked one rounded to whole blocks (a layer of few blocks keeps more or less). */
+  keptDensity: number;
   bias: boolean;
   /** Weight and bias elements of the dense layer. */
   paramsBefore: number;
@@ -84,8 +86,27 @@ export class PatchReport {
     if (this.unmatchedPatterns.length > 0) lines.push(`patterns that matched nothing: ${this.unmatchedPatterns.join(", ")}`);
     for (const hint of this.hints) lines.push(`  ${hint}`);
     if (this.shadowedPatterns.length > 0) lines.push(`patterns whose matches an earlier pattern claimed: ${this.shadowedPatterns.join(", ")}`);
+    const far = this.layers.filter(keepsFarFromAsked);
+    if (far.length > 0) {
+      const shown = far.slice(0, 4).map((layer) => `${layer.name} ${layer.keptBlocks}/${layer.totalBlocks} = ${round(layer.keptDensity)} for ${layer.density}`);
+      lines.push(
+        `layers that keep a density more than ${100 * FAR}% from the one asked (too few blocks to round to it; a smaller blockShape gives finer steps): ${shown.join(", ")}${far.length > 4 ? `, and ${far.length - 4} more` : ""}`,
+      );
+    }
     return lines.join("\n");
   }
+}
+
+/** The relative distance from the asked density past which toString names a layer. */
+const FAR = 0.1;
+
+/** Whether a layer keeps a density more than FAR (relative) from the one asked: whole blocks cannot get nearer, or the one block a layer keeps at least. */
+function keepsFarFromAsked(layer: PatchedLayer): boolean {
+  return Math.abs(layer.keptDensity - layer.density) > FAR * layer.density;
+}
+
+function round(value: number): string {
+  return String(Number(value.toPrecision(3)));
 }
 
 function count(n: number): string {

@@ -415,7 +415,9 @@ describe("options are validated with readable errors", () => {
     [{ density: 0.5, blockShape: [32] }, "blockShape: must be [R, C] of positive integers, got [32]"],
     [{ density: 0.5, blockShape: [32, 0] }, "blockShape.1: must be a positive integer, got 0"],
     [{ density: 0.5, blockShape: [2.5, 4] }, "blockShape.0: must be a positive integer, got 2.5"],
-    [{ density: 0.5, desnity: 0.5 }, 'Unrecognized key: "desnity"'],
+    [{ density: 0.5, desnity: 0.5 }, 'Unrecognized key: "desnity"; the options are density, blockShape'],
+    [{ density: 0.5, blocksize: [16, 16] }, 'Unrecognized key: "blocksize"; the options are density, blockShape'],
+    [{ density: 0.5, block_shape: [8, 8], x: 1 }, 'Unrecognized keys: "block_shape", "x" (did you mean blockShape?); the options are density, blockShape'],
   ])("addPattern(/x/, %j) throws '%s'", (options, message) => {
     const error = thrown(() => patcher().addPattern(/x/, options as { density: number }));
     expect(error.message).toContain(`BlockSparseModelPatcher.addPattern: ${message}`);
@@ -450,7 +452,9 @@ describe("options are validated with readable errors", () => {
 
   it("rejects unknown and mistyped patchModel options", () => {
     const p = patcher().addPattern(/^head$/, { density: 0.5, blockShape: [8, 8] });
-    expect(() => p.patchModel(new TinyNet(), { dryrun: true } as object)).toThrow(/Unrecognized key: "dryrun"/);
+    expect(() => p.patchModel(new TinyNet(), { dryrun: true } as object)).toThrow(
+      /Unrecognized key: "dryrun" \(did you mean dryRun\?\); the options are dryRun, allowNoMatch, disposeReplaced$/,
+    );
     expect(() => p.patchModel(new TinyNet(), { dryRun: "yes" } as unknown as object)).toThrow(/dryRun: Invalid input: expected boolean/);
   });
 
@@ -498,6 +502,7 @@ describe("the report", () => {
         blockShape: [8, 4],
         keptBlocks: 5,
         totalBlocks: 16,
+        keptDensity: 5 / 16,
         bias: true,
         paramsBefore: 32 * 16 + 32,
         paramsAfter: 5 * 32 + 32,
@@ -510,6 +515,7 @@ describe("the report", () => {
         blockShape: [4, 8],
         keptBlocks: 2,
         totalBlocks: 4,
+        keptDensity: 0.5,
         bias: true,
         paramsBefore: 8 * 16 + 8,
         paramsAfter: 2 * 32 + 8,
@@ -534,6 +540,27 @@ describe("the report", () => {
     expect(lines[4]).toMatch(/^total\s+1,088\s+320$/);
     expect(lines[5]).toMatch(/^model parameters: [\d,]+ -> [\d,]+ \(\d+\.\d% of before\)$/);
     expect(report.toRows()).toHaveLength(3);
+    // Every layer keeps 2 of 8 blocks, the density asked: no layer is named as keeping another.
+    expect(text).not.toContain("keep a density");
+  });
+
+  it("names the layers whose blocks are too few to keep about the density asked (one block kept at least: even a dense layer)", () => {
+    // fc1 [32, 16] in 16x16 blocks: 2 blocks, density 0.1 keeps 1 (0.5); fc2 [16, 32] in 16x32: one block, kept whole.
+    const report = new BlockSparseModelPatcher()
+      .addPattern(/fc1$/, { density: 0.1, blockShape: [16, 16] })
+      .addPattern(/fc2$/, { density: 0.5, blockShape: [16, 32] })
+      .patchModel(new TinyNet(), { dryRun: true });
+    expect(report.layers.map((layer) => [layer.name, layer.keptDensity])).toEqual([
+      ["blocks.0.fc1", 0.5],
+      ["blocks.0.fc2", 1],
+      ["blocks.1.fc1", 0.5],
+      ["blocks.1.fc2", 1],
+    ]);
+    const line = report.toString().split("\n").at(-1);
+    expect(line).toBe(
+      "layers that keep a density more than 10% from the one asked (too few blocks to round to it; a smaller blockShape gives finer steps): " +
+        "blocks.0.fc1 1/2 = 0.5 for 0.1, blocks.0.fc2 1/1 = 1 for 0.5, blocks.1.fc1 1/2 = 0.5 for 0.1, blocks.1.fc2 1/1 = 1 for 0.5",
+    );
   });
 });
 
