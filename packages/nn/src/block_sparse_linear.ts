@@ -3,7 +3,7 @@ import { type Activation, addReplayCheck, assertBoolean, BackendError, BsrPatter
 import { BsrMatrix, divisors } from "@blocksparse/format";
 import { blockCountFor, blockSources, randomPattern, remapBlocks } from "./blocks";
 import { childSeeds, uniform } from "./init";
-import { checkFeatures, checkInput, Linear, requiredOptions, slotValues } from "./linear";
+import { checkFeatures, inputOperands, Linear, requiredOptions, slotValues } from "./linear";
 import { denseOn, Module } from "./module";
 import { Optimizer } from "./optim";
 import { Parameter } from "./parameter";
@@ -200,8 +200,7 @@ export class BlockSparseLinear extends Module {
 
   /** The weight and bias for input x (checked against inFeatures), a replay after a pattern move refused under capture. */
   #operands(x: Tensor): [Tensor, Tensor | null] {
-    checkInput(this.label, x, this.inFeatures);
-    const operands = slotValues(this);
+    const operands = inputOperands(this.label, this, x, this.inFeatures);
     if (isCapturing()) this.#refuseReplayAfterMove();
     return operands;
   }

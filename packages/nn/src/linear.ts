@@ -1,4 +1,4 @@
-import { type Activation, assertBoolean, formatArg, linear, linearActivation, optionsArg, ShapeError, Tensor, ValueError } from "@blocksparse/core";
+import { type Activation, assertBoolean, DTypeError, formatArg, linear, linearActivation, optionsArg, ShapeError, Tensor, ValueError } from "@blocksparse/core";
 import { childSeeds, uniform } from "./init";
 import { Module, notParameterError } from "./module";
 import { Parameter } from "./parameter";
@@ -32,6 +32,21 @@ export function checkInput(label: string, x: Tensor, inFeatures: number): void {
   if (x.rank === 0) throw new ShapeError(`${label}: input is a scalar, expected [..., ${inFeatures}]`);
   const got = x.shape[x.rank - 1];
   if (got !== inFeatures) throw new ShapeError(`${label}: input has ${got} features, expected ${inFeatures}`);
+}
+
+/**
+ * checkInput, then the layer's weight and bias (slotValues); an input of another dtype than the weight's is refused by
+ * the layer's name (core's product named only its kernel: in a model of many layers, a forgotten cast was not found).
+ */
+export function inputOperands(label: string, layer: Module & { weight: unknown; bias: unknown }, x: Tensor, inFeatures: number): [Tensor, Tensor | null] {
+  checkInput(label, x, inFeatures);
+  const operands = slotValues(layer);
+  const dtype = operands[0].dtype;
+  if (x.dtype !== dtype) {
+    const or = x.dtype === "int32" ? "" : `, or the layer (module.to("${x.dtype}"))`;
+    throw new DTypeError(`${label}: input has dtype ${x.dtype} but the layer's weight has ${dtype}: cast the input (cast(x, "${dtype}"))${or}`);
+  }
+  return operands;
 }
 
 /**
@@ -79,8 +94,7 @@ export class Linear extends Module {
 
   /** x W^T + b: one kernel with the bias in the product's epilogue where the backend fuses it (core's linear). */
   forward(x: Tensor): Tensor {
-    checkInput(this.label, x, this.inFeatures);
-    return linear(x, ...slotValues(this));
+    return linear(x, ...inputOperands(this.label, this, x, this.inFeatures));
   }
 
   /**
@@ -88,8 +102,7 @@ export class Linear extends Module {
    * addend into the product (cuda: cuBLASLt's epilogue). residual has the output's shape and dtype.
    */
   forwardResidual(x: Tensor, residual: Tensor): Tensor {
-    checkInput(this.label, x, this.inFeatures);
-    return linear(x, ...slotValues(this), { residual });
+    return linear(x, ...inputOperands(this.label, this, x, this.inFeatures), { residual });
   }
 
   /**
@@ -99,8 +112,7 @@ export class Linear extends Module {
    * followed by GELU or ReLU.
    */
   forwardActivation(x: Tensor, activation: Activation): Tensor {
-    checkInput(this.label, x, this.inFeatures);
-    return linearActivation(x, ...slotValues(this), activation);
+    return linearActivation(x, ...inputOperands(this.label, this, x, this.inFeatures), activation);
   }
 
   protected override extraRepr(): string {

@@ -150,11 +150,12 @@ describe("browser bundles (esbuild, minified, every export kept)", () => {
   // that is no string, and format's writer and pattern checks above (+0.15 KiB: 95.296 measured); 95.3 until
   // Module.toString printed a module held by its own descendant without entering it again (95.317 measured) and
   // format's checks of 31.95 KiB above (+0.11 KiB: 95.429 measured); 95.43 until Module.to named the dtype meant by
-  // "half", "bf16", "float" and the like (+0.09 KiB: 95.521 measured).
-  it("format + core + autograd + nn stay within 95.53 KiB gzipped and evaluate no code", async () => {
+  // "half", "bf16", "float" and the like (+0.09 KiB: 95.521 measured); 95.53 until Linear and BlockSparseLinear named
+  // themselves for an input of another dtype than their weight (+0.09 KiB: 95.608 measured).
+  it("format + core + autograd + nn stay within 95.61 KiB gzipped and evaluate no code", async () => {
     const { code, gzipKiB } = await browserBundle(["@blocksparse/format", "@blocksparse/core", "@blocksparse/autograd", "@blocksparse/nn"]);
     console.log(`format + core + autograd + nn: ${(code.length / 1024).toFixed(1)} KiB minified, ${gzipKiB.toFixed(1)} KiB gzipped`);
-    expect(gzipKiB).toBeLessThanOrEqual(95.53);
+    expect(gzipKiB).toBeLessThanOrEqual(95.61);
     expect(evaluatedCode(code)).toEqual([]);
   }, 60_000);
 

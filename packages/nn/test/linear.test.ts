@@ -1,6 +1,6 @@
 import { gradcheck } from "@blocksparse/autograd";
-import { BsrPattern, randn, ShapeError, tensor, ValueError } from "@blocksparse/core";
-import { BlockSparseLinear, functionalCall, GELU, Linear, Sequential } from "@blocksparse/nn";
+import { BsrPattern, cast, DTypeError, randint, randn, ShapeError, tensor, ValueError } from "@blocksparse/core";
+import { BlockSparseLinear, functionalCall, GELU, Linear, ReLU, Sequential } from "@blocksparse/nn";
 import { describe, expect, it } from "vitest";
 import { host, maxAbsDiff } from "./helpers";
 
@@ -64,6 +64,35 @@ describe("Linear", () => {
     expect(() => model.forward(randn([2, 7]))).toThrow(ShapeError);
     expect(() => model.forward(randn([2, 7]))).toThrow("Linear(0): input has 7 features, expected 8");
     expect(() => new Linear(0, 3)).toThrow(ValueError);
+  });
+});
+
+describe("an input of another dtype than the layer's weight", () => {
+  it("is a DTypeError naming the layer and the cast, in every forward of Linear and BlockSparseLinear", () => {
+    const model = new Sequential(
+      new Linear(8, 16),
+      new Sequential(new BlockSparseLinear(16, 16, { density: 0.5, blockShape: [8, 8] }), new ReLU()),
+      new Linear(16, 4),
+    ).to("bfloat16");
+    model.namedModules();
+    const x = randn([2, 8], { seed: 1 });
+    // Core named only its kernel ("linear: weight has dtype bfloat16 but x has float32"), not which layer of a model.
+    expect(() => model.forward(x)).toThrow(DTypeError);
+    expect(() => model.forward(x)).toThrow(`Linear(0): input has dtype float32 but the layer's weight has bfloat16: cast the input (cast(x, "bfloat16")), or the layer (module.to("float32"))`);
+    const hidden = randn([2, 16], { seed: 2 });
+    const sparse = model.getSubmodule("1.0") as BlockSparseLinear;
+    const expected = `BlockSparseLinear(1.0): input has dtype float32 but the layer's weight has bfloat16`;
+    expect(() => sparse.forward(hidden)).toThrow(expected);
+    expect(() => sparse.forwardActivation(hidden, "relu")).toThrow(expected);
+    expect(() => sparse.forwardResidual(hidden, cast(hidden, "bfloat16"))).toThrow(expected);
+    const head = model.getSubmodule("2") as Linear;
+    expect(() => head.forwardResidual(hidden, randn([2, 4]))).toThrow("Linear(2): input has dtype float32");
+    expect(() => head.forwardActivation(hidden, "gelu")).toThrow("Linear(2): input has dtype float32");
+    // Token ids fed to a Linear: no layer dtype to suggest.
+    expect(() => model.forward(randint(0, 4, [2, 8], { seed: 3 }))).toThrow(/^Linear\(0\): input has dtype int32 but the layer's weight has bfloat16: cast the input \(cast\(x, "bfloat16"\)\)$/);
+    // Cast, it runs.
+    expect(model.forward(cast(x, "bfloat16")).dtype).toBe("bfloat16");
+    for (const t of [x, hidden]) t.dispose();
   });
 });
 
