@@ -9,9 +9,24 @@ if (!target) {
   console.error("usage: cpu-profile-top.mjs DIR_OR_FILE [count]");
   process.exit(2);
 }
-const files = statSync(target).isDirectory() ? readdirSync(target).filter((f) => f.endsWith(".cpuprofile")).map((f) => join(target, f)) : [target];
+// A count that is no positive integer printed nothing and exited 0 (slice(0, NaN) is empty).
+const count = countArg === undefined ? 30 : /^\d+$/.test(countArg) ? Number(countArg) : Number.NaN;
+if (!(count >= 1)) {
+  console.error(`cpu-profile-top.mjs: count must be a positive integer, got ${JSON.stringify(countArg)}`);
+  process.exit(2);
+}
+const stats = statSync(target, { throwIfNoEntry: false });
+if (stats === undefined) {
+  console.error(`cpu-profile-top.mjs: ${target} does not exist`);
+  process.exit(2);
+}
+const files = stats.isDirectory() ? readdirSync(target).filter((f) => f.endsWith(".cpuprofile")).map((f) => join(target, f)) : [target];
 const self = new Map();
 let total = 0;
+if (files.length === 0) {
+  console.error(`cpu-profile-top.mjs: ${target} holds no .cpuprofile file (node --cpu-prof --cpu-prof-dir ${target} writes them)`);
+  process.exit(1);
+}
 for (const file of files) {
   const profile = JSON.parse(readFileSync(file, "utf8"));
   const nodes = new Map(profile.nodes.map((n) => [n.id, n]));
@@ -24,6 +39,6 @@ for (const file of files) {
     total += dt;
   });
 }
-for (const [key, t] of [...self.entries()].sort((a, b) => b[1] - a[1]).slice(0, Number(countArg ?? 30))) {
+for (const [key, t] of [...self.entries()].sort((a, b) => b[1] - a[1]).slice(0, count)) {
   console.log(`${((100 * t) / total).toFixed(1).padStart(5)}%  ${key}`);
 }
