@@ -163,5 +163,7 @@ export function parseOptions(argv: string[]): Parsed | null {
       }).filter(([, value]) => value !== undefined),
     ),
   );
+  // An empty name failed when the backend started, over two lines ("--backend : Backend '' is not registered").
+  if (text("backend")?.trim() === "") throw new RangeError(`--backend: expected a backend's name (cuda, cpu or js), got '${text("backend")}'`);
   return { options, dtype: dtype as FloatDType | undefined, tokenizer: text("tokenizer") ?? BUNDLED_TOKENIZER, maxChars: number("max-chars", true), maxEpochs: positive("max-epochs"), backend: text("backend"), out: text("out") };
 }

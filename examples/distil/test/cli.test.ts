@@ -41,6 +41,7 @@ describe("main.ts's flags", () => {
     // Number.isInteger(1e300) is true: a thousand-digit count of validation windows or recovery steps ran without end.
     [["--eval-batches", "1e300"], /--eval-batches: expected a positive integer, got '1e300'/],
     [["--recovery-steps", "1e20"], /--recovery-steps: expected a positive integer, got '1e20'/],
+    [["--backend="], /--backend: expected a backend's name \(cuda, cpu or js\), got ''/],
     // The other experiment's flags ran without a word: --density 0.1 under --mode distil recovered a model at 0.5.
     [["--mode", "distil", "--density", "0.1"], /--density: used only by --mode sparse or all \(--mode is distil\); leave --density out, or use --mode all/],
     [["--mode", "distil", "--rigl-every", "5"], /--rigl-every: used only by --mode sparse or all \(--mode is distil\); leave --rigl-every out, or use --mode all/],

@@ -47,6 +47,8 @@ describe("the demo's flags", () => {
     [["--patch-from", "trained", "--epochs", "1"], /--patch-from trained: the first epoch trains the dense model the others are patched from, so --epochs 1 leaves none to train sparse; use --epochs 2 or more/],
     // Core's "importBackendModules: specifiers must be an array of non-empty strings" named no flag.
     [["--backend-module", ""], /--backend-module: expected a package name or a path, got ''/],
+    [["--backend="], /--backend: expected a backend's name \(cuda, cpu, js or one --backend-module registers\), got ''/],
+    [["--backend", " "], /--backend: expected a backend's name .*, got ' '/],
   ])("rejects %j naming the flag and what it accepts, before a backend starts or a line is printed", (args, message) => {
     expect(refusalOf(engine, () => parseOptions(args))).toMatch(message);
   });

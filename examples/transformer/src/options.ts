@@ -110,6 +110,8 @@ function readFlags(argv: string[]): CliOptions | null {
   }
   const backendModules = values["backend-module"] ?? [];
   if (backendModules.includes("")) throw new RangeError("--backend-module: expected a package name or a path, got ''");
+  // An empty name failed when the backend started, over two lines ("--backend : Backend '' is not registered").
+  if (values.backend?.trim() === "") throw new RangeError(`--backend: expected a backend's name (cuda, cpu, js or one --backend-module registers), got '${values.backend}'`);
   const chosen: Partial<TransformerOptions> = Object.fromEntries(Object.entries(options).filter(([, value]) => value !== undefined));
   return { options: { ...DEFAULT_OPTIONS, ...chosen }, backendModules };
 }

@@ -45,6 +45,8 @@ describe("the demo's flags", () => {
     [["--batch-size", "100000000000"], /--batch-size 100000000000, --context 64: training needs at least \d+ GiB .*; use a smaller --batch-size, --context or --layers/],
     // Core's "importBackendModules: specifiers must be an array of non-empty strings" named no flag.
     [["--backend-module", ""], /--backend-module: expected a package name or a path, got ''/],
+    [["--backend="], /--backend: expected a backend's name \(cuda, cpu, js or one --backend-module registers\), got ''/],
+    [["--backend", " "], /--backend: expected a backend's name .*, got ' '/],
   ])("rejects %j naming the flag and what it accepts, before a backend starts or a line is printed", (args, message) => {
     expect(refusalOf(engine, () => parseOptions(args))).toMatch(message);
   });
