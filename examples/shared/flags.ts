@@ -97,6 +97,15 @@ export function seedFlag(text: string | undefined, flag = "seed"): number | unde
 }
 
 /**
+ * --backend's value, refused when blank: an empty name failed only once the backend started, over two lines
+ * ("--backend : Backend '' is not registered"). `names` says what it may be ("cuda, cpu or js").
+ */
+export function backendFlag(text: string | undefined, names: string): string | undefined {
+  if (text?.trim() === "") throw new RangeError(`--backend: expected a backend's name (${names}), got '${text}'`);
+  return text;
+}
+
+/**
  * `values` (parsed from `items`) with none given twice: a density listed twice ("0.5,.5") trained the same model
  * twice and printed two identical rows.
  */

@@ -1,7 +1,7 @@
 // The CLI's flags: parsed and checked without starting a backend or printing a line, so tests call it in-process.
 import { parseArgs } from "node:util";
 import type { FloatDType } from "@blocksparse/core";
-import { decimal, rejectRepeated, rejectRepeatedValues, seedFlag, withFlagHelp } from "../../shared/flags";
+import { backendFlag, decimal, rejectRepeated, rejectRepeatedValues, seedFlag, withFlagHelp } from "../../shared/flags";
 import { BUNDLED_TOKENIZER } from "./data";
 import { DEFAULT_RIGL, type ExperimentOptions, SIZES, type Size } from "./experiment";
 
@@ -163,7 +163,5 @@ export function parseOptions(argv: string[]): Parsed | null {
       }).filter(([, value]) => value !== undefined),
     ),
   );
-  // An empty name failed when the backend started, over two lines ("--backend : Backend '' is not registered").
-  if (text("backend")?.trim() === "") throw new RangeError(`--backend: expected a backend's name (cuda, cpu or js), got '${text("backend")}'`);
-  return { options, dtype: dtype as FloatDType | undefined, tokenizer: text("tokenizer") ?? BUNDLED_TOKENIZER, maxChars: number("max-chars", true), maxEpochs: positive("max-epochs"), backend: text("backend"), out: text("out") };
+  return { options, dtype: dtype as FloatDType | undefined, tokenizer: text("tokenizer") ?? BUNDLED_TOKENIZER, maxChars: number("max-chars", true), maxEpochs: positive("max-epochs"), backend: backendFlag(text("backend"), "cuda, cpu or js"), out: text("out") };
 }

@@ -1,7 +1,7 @@
 // The CLI's flags: parsed and checked without starting a backend or printing a line, so tests call it in-process.
 import { totalmem } from "node:os";
 import { parseArgs } from "node:util";
-import { decimal, rejectRepeated, rejectRepeatedValues, seedFlag, withFlagHelp } from "../../shared/flags";
+import { backendFlag, decimal, rejectRepeated, rejectRepeatedValues, seedFlag, withFlagHelp } from "../../shared/flags";
 import { plural } from "../../shared/text";
 import { availableDigits, CLASSES, PIXELS } from "./data";
 import { checkHidden } from "./model";
@@ -95,7 +95,7 @@ export function parseOptions(argv: string[]): CliOptions | null {
     patchFrom: oneOf<PatchFrom>("patch-from", values["patch-from"], ["init", "trained"]),
     regrow: oneOf<RegrowMode>("regrow", values.regrow, ["none", "random", "rigl"]),
     sparseLr: oneOf("sparse-lr", values["sparse-lr"], ["same", "inverse-density"]),
-    backend: values.backend,
+    backend: backendFlag(values.backend, "cuda, cpu, js or one --backend-module registers"),
   };
   if (options.hidden !== undefined) {
     try {
@@ -156,8 +156,6 @@ export function parseOptions(argv: string[]): CliOptions | null {
   }
   const backendModules = values["backend-module"] ?? [];
   if (backendModules.includes("")) throw new RangeError("--backend-module: expected a package name or a path, got ''");
-  // An empty name failed when the backend started, over two lines ("--backend : Backend '' is not registered").
-  if (values.backend?.trim() === "") throw new RangeError(`--backend: expected a backend's name (cuda, cpu, js or one --backend-module registers), got '${values.backend}'`);
   const chosen: Partial<MnistOptions> = Object.fromEntries(Object.entries(options).filter(([, value]) => value !== undefined));
   return { options: { ...DEFAULT_OPTIONS, ...chosen }, backendModules };
 }

@@ -1,7 +1,7 @@
 // The CLI's flags: parsed and checked without starting a backend or printing a line, so tests call it in-process.
 import { totalmem } from "node:os";
 import { parseArgs } from "node:util";
-import { decimal, rejectRepeated, rejectRepeatedValues, seedFlag, withFlagHelp } from "../../shared/flags";
+import { backendFlag, decimal, rejectRepeated, rejectRepeatedValues, seedFlag, withFlagHelp } from "../../shared/flags";
 import { buildCorpus, mobyDickText } from "./data";
 import { checkOptions, DEFAULT_OPTIONS, MAX_SAMPLE_LENGTH, type TransformerOptions } from "./train";
 
@@ -89,7 +89,7 @@ function readFlags(argv: string[]): CliOptions | null {
     sampleLength: integer("sample-length", values["sample-length"], 0),
     seed: seedFlag(values.seed),
     learningRate: values.lr === undefined ? undefined : inRange("lr", values.lr, (lr) => lr > 0 && Number.isFinite(lr), "a positive number"),
-    backend: values.backend,
+    backend: backendFlag(values.backend, "cuda, cpu, js or one --backend-module registers"),
     dtype: values.dtype as TransformerOptions["dtype"] | undefined,
   };
   if (values.density !== undefined) {
@@ -110,8 +110,6 @@ function readFlags(argv: string[]): CliOptions | null {
   }
   const backendModules = values["backend-module"] ?? [];
   if (backendModules.includes("")) throw new RangeError("--backend-module: expected a package name or a path, got ''");
-  // An empty name failed when the backend started, over two lines ("--backend : Backend '' is not registered").
-  if (values.backend?.trim() === "") throw new RangeError(`--backend: expected a backend's name (cuda, cpu, js or one --backend-module registers), got '${values.backend}'`);
   const chosen: Partial<TransformerOptions> = Object.fromEntries(Object.entries(options).filter(([, value]) => value !== undefined));
   return { options: { ...DEFAULT_OPTIONS, ...chosen }, backendModules };
 }
