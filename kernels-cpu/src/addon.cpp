@@ -19,6 +19,7 @@
 
 #include "attention.h"
 #include "attention_rows.h"
+#include "half.h"
 #include "microkernel.h"
 #include "pointwise.h"
 #include "products.h"
@@ -872,6 +873,55 @@ Napi::Value AdamUpdate(const Napi::CallbackInfo& info) {
   return env.Undefined();
 }
 
+// A Uint16Array argument of half bits and its element offset (`name`, `nameOffset`), as ArrayArg for float32.
+struct HalfArrayArg {
+  const char* name;
+  Napi::Uint16Array array;
+  int64_t offset;
+  uint16_t* at() { return array.Data() + offset; }
+  void require(Napi::Env env, const char* fn, int64_t count) const { checkSpan(env, fn, name, array.ElementLength(), offset, count); }
+  Span span(int64_t count) const { return spanOf(name, array.Data(), offset, count, sizeof(uint16_t)); }
+};
+
+HalfArrayArg halfArrayArg(const Napi::CallbackInfo& info, size_t index, const char* fn, const char* name) {
+  const std::string offsetName = std::string(name) + "Offset";
+  return {name, typedArray<uint16_t, napi_uint16_array>(info.Env(), info[index], fn, name, "a Uint16Array"), integerArg(info, index + 1, fn, offsetName.c_str())};
+}
+
+// widenHalf(bits, bitsOffset, out, outOffset, count, bfloat16): out = the float32 values of `count` float16 (or
+// bfloat16) bit patterns, exactly.
+Napi::Value WidenHalf(const Napi::CallbackInfo& info) {
+  const char* fn = "widenHalf";
+  expectArgs(info, 6, fn);
+  Napi::Env env = info.Env();
+  HalfArrayArg bits = halfArrayArg(info, 0, fn, "bits");
+  ArrayArg out = arrayArg(info, 2, fn, "out");
+  const int64_t count = integerArg(info, 4, fn, "count");
+  const bool bfloat = boolArg(info, 5, fn, "bfloat16");
+  bits.require(env, fn, count);
+  out.require(env, fn, count);
+  checkApart(env, fn, out.span(count), {bits.span(count)});
+  runKernel(env, fn, [&] { bsk::widenHalf(bits.at(), count, bfloat, out.at()); });
+  return env.Undefined();
+}
+
+// roundHalf(values, valuesOffset, out, outOffset, count, bfloat16): out = the float16 (or bfloat16) bits of `count`
+// float32 values, rounded to nearest, ties to even.
+Napi::Value RoundHalf(const Napi::CallbackInfo& info) {
+  const char* fn = "roundHalf";
+  expectArgs(info, 6, fn);
+  Napi::Env env = info.Env();
+  ArrayArg values = arrayArg(info, 0, fn, "values");
+  HalfArrayArg out = halfArrayArg(info, 2, fn, "out");
+  const int64_t count = integerArg(info, 4, fn, "count");
+  const bool bfloat = boolArg(info, 5, fn, "bfloat16");
+  values.require(env, fn, count);
+  out.require(env, fn, count);
+  checkApart(env, fn, out.span(count), {values.span(count)});
+  runKernel(env, fn, [&] { bsk::roundToHalf(values.at(), count, bfloat, out.at()); });
+  return env.Undefined();
+}
+
 Napi::Value BuildInfo(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   const std::lock_guard<std::mutex> lock(callMutex());
@@ -986,6 +1036,8 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("cachedAttention", Napi::Function::New(env, CachedAttention, "cachedAttention"));
   exports.Set("sumLeading", Napi::Function::New(env, SumLeading, "sumLeading"));
   exports.Set("adamUpdate", Napi::Function::New(env, AdamUpdate, "adamUpdate"));
+  exports.Set("widenHalf", Napi::Function::New(env, WidenHalf, "widenHalf"));
+  exports.Set("roundHalf", Napi::Function::New(env, RoundHalf, "roundHalf"));
   exports.Set("bsrLinear", Napi::Function::New(env, BsrLinear, "bsrLinear"));
   exports.Set("bsrMatmul", Napi::Function::New(env, BsrMatmul, "bsrMatmul"));
   exports.Set("sampledMatmul", Napi::Function::New(env, SampledMatmul, "sampledMatmul"));

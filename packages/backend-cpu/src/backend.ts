@@ -14,11 +14,14 @@ import {
 import { ATTENTION_SCRATCH_FLOATS, attentionKernels, cachedAttentionKernels } from "./attention";
 import { BufferCache, type BufferCacheStats } from "./buffer_cache";
 import { nativeAttentionHeads, nativeAttentionRows, nativeCachedAttention, nativeCompute } from "./compute";
-import { CpuOutOfMemoryError } from "./errors";
+import { CpuOutOfMemoryError, translateNativeError } from "./errors";
 import { loadAddon } from "./loader";
 import { pointwiseKernels } from "./pointwise";
 import type { BuildInfo, NativeAddon } from "./native";
 import { applyEnvironmentSettings } from "./settings";
+
+/** Half tensors of fewer elements convert in TypeScript: below it, the call into the addon costs more than the loop. */
+const NATIVE_CONVERSION_MIN = 256;
 
 /** Buffers of at least this many bytes are advised to use huge pages (a first touch then faults once per 2 MiB). */
 const HUGE_PAGE_MIN_BYTES = 4 * 2 ** 20;
@@ -108,6 +111,30 @@ export class CpuBackend extends JsBackend {
 
   protected override releaseScratch(buffer: ArrayBuffer): void {
     this.cache.give(buffer);
+  }
+
+  /** Half inputs widened in the addon (vectorized, over the thread pool): the same bits as the js backend's loop, 5-20x sooner. */
+  protected override widenHalf(dtype: "float16" | "bfloat16", bits: Uint16Array, out: Float32Array): Float32Array {
+    if (bits.length < NATIVE_CONVERSION_MIN) return super.widenHalf(dtype, bits, out);
+    try {
+      this.addon.widenHalf(bits, 0, out, 0, bits.length, dtype === "bfloat16");
+    } catch (error) {
+      throw translateNativeError(error);
+    }
+    return out;
+  }
+
+  /** Half outputs rounded in the addon, as widenHalf. */
+  protected override roundHalf(dtype: "float16" | "bfloat16", data: Float32Array, bits: Uint16Array): void {
+    if (bits.length < NATIVE_CONVERSION_MIN) {
+      super.roundHalf(dtype, data, bits);
+      return;
+    }
+    try {
+      this.addon.roundHalf(data, 0, bits, 0, bits.length, dtype === "bfloat16");
+    } catch (error) {
+      throw translateNativeError(error);
+    }
   }
 
   /** A copy of the buffer in new memory (huge pages when large, so the copy does not fault per 4 KiB page). */

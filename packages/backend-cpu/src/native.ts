@@ -325,6 +325,10 @@ export interface NativeAddon {
     correction1: number,
     correction2: number,
   ): void;
+  /** out = the float32 values of `count` float16 (bfloat16 when `bfloat16`) bit patterns, exactly (a NaN keeps its payload). */
+  widenHalf(bits: Uint16Array, bitsOffset: number, out: Float32Array, outOffset: number, count: number, bfloat16: boolean): void;
+  /** out = the float16 (bfloat16) bits of `count` float32 values, rounded to nearest, ties to even, as @blocksparse/format rounds them. */
+  roundHalf(values: Float32Array, valuesOffset: number, out: Uint16Array, outOffset: number, count: number, bfloat16: boolean): void;
   /** Y [tokens, rows] = X [tokens, cols] W^T (+ bias), each array read or written from its offset. */
   bsrLinear(
     x: Float32Array,
@@ -377,6 +381,8 @@ export const NATIVE_FUNCTIONS = [
   "cachedAttention",
   "sumLeading",
   "adamUpdate",
+  "widenHalf",
+  "roundHalf",
   "scratchBytes",
   "releaseScratch",
 ] as const satisfies readonly (keyof NativeAddon)[];

@@ -145,9 +145,8 @@ export class JsBackend implements Backend {
       case "float32":
         return values as Float32Array;
       case "float16":
-        return float16BitsToFloat32Into(values as Uint16Array, this.scratchFloats(values.length));
       case "bfloat16":
-        return bfloat16BitsToFloat32Into(values as Uint16Array, this.scratchFloats(values.length));
+        return this.widenHalf(info.dtype, values as Uint16Array, this.scratchFloats(values.length));
       default:
         return Float32Array.from(values);
     }
@@ -177,15 +176,28 @@ export class JsBackend implements Backend {
     // Zeroed, as a new array was: a kernel may add into its output.
     const data = this.scratchFloats(values.length).fill(this.poisonAllocations ? Number.NaN : 0);
     const bits = values as Uint16Array;
-    const round = dtype === "float16" ? float32ToFloat16BitsInto : float32ToBfloat16BitsInto;
     return {
       info,
       data,
       commit: () => {
-        round(data, bits);
+        this.roundHalf(dtype, data, bits);
         return info;
       },
     };
+  }
+
+  /**
+   * `out` = the float32 values of the half bits (as long as `bits`): what every kernel reads a float16 or bfloat16 input
+   * through. Here @blocksparse/format's conversion; a subclass may convert faster, bit for bit the same.
+   */
+  protected widenHalf(dtype: "float16" | "bfloat16", bits: Uint16Array, out: Float32Array): Float32Array {
+    return dtype === "float16" ? float16BitsToFloat32Into(bits, out) : bfloat16BitsToFloat32Into(bits, out);
+  }
+
+  /** `bits` = `data` rounded to the half dtype, nearest, ties to even: how a half output is stored (see widenHalf). */
+  protected roundHalf(dtype: "float16" | "bfloat16", data: Float32Array, bits: Uint16Array): void {
+    if (dtype === "float16") float32ToFloat16BitsInto(data, bits);
+    else float32ToBfloat16BitsInto(data, bits);
   }
 
   /** A new output of any dtype written through numbers (int32 directly, floats via FloatOutput). */
