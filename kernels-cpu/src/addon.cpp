@@ -316,32 +316,89 @@ Napi::Value Matmul(const Napi::CallbackInfo& info) {
   return env.Undefined();
 }
 
-// bsrLinear(x, xOffset, values, valuesOffset, bias | null, biasOffset, y, yOffset, tokens, pattern): Y = X W^T (+ bias).
-Napi::Value BsrLinear(const Napi::CallbackInfo& info) {
-  const char* fn = "bsrLinear";
+// A Uint16Array argument of half bits and its element offset (`name`, `nameOffset`), as ArrayArg for float32.
+struct HalfArrayArg {
+  const char* name;
+  Napi::Uint16Array array;
+  int64_t offset;
+  uint16_t* at() { return array.Data() + offset; }
+  void require(Napi::Env env, const char* fn, int64_t count) const { checkSpan(env, fn, name, array.ElementLength(), offset, count); }
+  Span span(int64_t count) const { return spanOf(name, array.Data(), offset, count, sizeof(uint16_t)); }
+};
+
+HalfArrayArg halfArrayArg(const Napi::CallbackInfo& info, size_t index, const char* fn, const char* name) {
+  const std::string offsetName = std::string(name) + "Offset";
+  return {name, typedArray<uint16_t, napi_uint16_array>(info.Env(), info[index], fn, name, "a Uint16Array"), integerArg(info, index + 1, fn, offsetName.c_str())};
+}
+
+// linearHalf(x, xOffset, bits, bitsOffset, bfloat16, y, yOffset, m, n, k): Y [m, n] = X [m, k] W^T with W [n, k] as
+// float16 (bfloat16) bits, read without a widened copy at few rows.
+Napi::Value LinearHalf(const Napi::CallbackInfo& info) {
+  const char* fn = "linearHalf";
   expectArgs(info, 10, fn);
   Napi::Env env = info.Env();
+  ArrayArg x = arrayArg(info, 0, fn, "x");
+  HalfArrayArg bits = halfArrayArg(info, 2, fn, "bits");
+  const bool bfloat = boolArg(info, 4, fn, "bfloat16");
+  ArrayArg y = arrayArg(info, 5, fn, "y");
+  const int64_t m = integerArg(info, 7, fn, "m");
+  const int64_t n = integerArg(info, 8, fn, "n");
+  const int64_t k = integerArg(info, 9, fn, "k");
+  const int64_t xCount = elementCount(env, fn, "x", m, k);
+  const int64_t wCount = elementCount(env, fn, "bits", n, k);
+  const int64_t yCount = elementCount(env, fn, "y", m, n);
+  x.require(env, fn, xCount);
+  bits.require(env, fn, wCount);
+  y.require(env, fn, yCount);
+  checkApart(env, fn, y.span(yCount), {x.span(xCount), bits.span(wCount)});
+  runKernel(env, fn, [&] { bsk::linearHalf(x.at(), bits.at(), bfloat, y.at(), m, n, k); });
+  return env.Undefined();
+}
+
+// bsrLinear(x, xOffset, values, valuesOffset, bias | null, biasOffset, y, yOffset, tokens, pattern): Y = X W^T (+ bias).
+// bsrLinearHalf(x, xOffset, bits, bitsOffset, bfloat16, bias | null, biasOffset, y, yOffset, tokens, pattern): the same
+// with W's values as float16 (bfloat16) bits, read without a widened copy at few tokens.
+Napi::Value BsrLinearWith(const Napi::CallbackInfo& info, bool half) {
+  const char* fn = half ? "bsrLinearHalf" : "bsrLinear";
+  const size_t shift = half ? 1 : 0;
+  expectArgs(info, 10 + shift, fn);
+  Napi::Env env = info.Env();
   // Read first: its getters run JavaScript (see PatternFields).
-  const PatternFields fields = patternFields(env, info[9], fn, false);
-  ArrayArg x = arrayArg(info, 0, fn, "x"), values = arrayArg(info, 2, fn, "values");
-  const bool hasBias = !info[4].IsNull() && !info[4].IsUndefined();
-  ArrayArg bias{"bias", hasBias ? floatArg(info, 4, fn, "bias") : Napi::Float32Array(), integerArg(info, 5, fn, "biasOffset")};
-  ArrayArg y = arrayArg(info, 6, fn, "y");
-  const int64_t tokens = integerArg(info, 8, fn, "tokens");
+  const PatternFields fields = patternFields(env, info[9 + shift], fn, false);
+  ArrayArg x = arrayArg(info, 0, fn, "x");
+  ArrayArg values{"values", Napi::Float32Array(), 0};
+  HalfArrayArg bits{"bits", Napi::Uint16Array(), 0};
+  if (half) bits = halfArrayArg(info, 2, fn, "bits");
+  else values = arrayArg(info, 2, fn, "values");
+  const bool bfloat = half && boolArg(info, 4, fn, "bfloat16");
+  const bool hasBias = !info[4 + shift].IsNull() && !info[4 + shift].IsUndefined();
+  ArrayArg bias{"bias", hasBias ? floatArg(info, 4 + shift, fn, "bias") : Napi::Float32Array(), integerArg(info, 5 + shift, fn, "biasOffset")};
+  ArrayArg y = arrayArg(info, 6 + shift, fn, "y");
+  const int64_t tokens = integerArg(info, 8 + shift, fn, "tokens");
   CheckedPattern pattern = checkPattern(env, fields, fn, false);
   BsrView& w = pattern.view;
-  const int64_t valueCount = blockElements(env, fn, "values", pattern);
+  const int64_t valueCount = blockElements(env, fn, half ? "bits" : "values", pattern);
   x.require(env, fn, elementCount(env, fn, "x", tokens, w.cols));
-  values.require(env, fn, valueCount);
+  if (half) bits.require(env, fn, valueCount);
+  else values.require(env, fn, valueCount);
   if (hasBias) bias.require(env, fn, w.rows);
   y.require(env, fn, elementCount(env, fn, "y", tokens, w.rows));
   checkApart(env, fn, y.span(tokens * w.rows),
-             {x.span(tokens * w.cols), values.span(valueCount), spanOf("bias", hasBias ? bias.array.Data() : nullptr, bias.offset, hasBias ? w.rows : 0, sizeof(float)),
-              pattern.pointers, pattern.indices});
-  w.values = values.at();
+             {x.span(tokens * w.cols), half ? bits.span(valueCount) : values.span(valueCount),
+              spanOf("bias", hasBias ? bias.array.Data() : nullptr, bias.offset, hasBias ? w.rows : 0, sizeof(float)), pattern.pointers, pattern.indices});
+  if (half) {
+    w.values = nullptr;
+    w.halfValues = bits.at();
+    w.bfloat = bfloat;
+  } else {
+    w.values = values.at();
+  }
   runKernel(env, fn, [&] { bsk::bsrLinear(x.at(), w, hasBias ? bias.at() : nullptr, y.at(), tokens); });
   return env.Undefined();
 }
+
+Napi::Value BsrLinear(const Napi::CallbackInfo& info) { return BsrLinearWith(info, false); }
+Napi::Value BsrLinearHalf(const Napi::CallbackInfo& info) { return BsrLinearWith(info, true); }
 
 // bsrMatmul(dy, dyOffset, values, valuesOffset, dx, dxOffset, tokens, pattern): dX = dY W.
 Napi::Value BsrMatmul(const Napi::CallbackInfo& info) {
@@ -873,21 +930,6 @@ Napi::Value AdamUpdate(const Napi::CallbackInfo& info) {
   return env.Undefined();
 }
 
-// A Uint16Array argument of half bits and its element offset (`name`, `nameOffset`), as ArrayArg for float32.
-struct HalfArrayArg {
-  const char* name;
-  Napi::Uint16Array array;
-  int64_t offset;
-  uint16_t* at() { return array.Data() + offset; }
-  void require(Napi::Env env, const char* fn, int64_t count) const { checkSpan(env, fn, name, array.ElementLength(), offset, count); }
-  Span span(int64_t count) const { return spanOf(name, array.Data(), offset, count, sizeof(uint16_t)); }
-};
-
-HalfArrayArg halfArrayArg(const Napi::CallbackInfo& info, size_t index, const char* fn, const char* name) {
-  const std::string offsetName = std::string(name) + "Offset";
-  return {name, typedArray<uint16_t, napi_uint16_array>(info.Env(), info[index], fn, name, "a Uint16Array"), integerArg(info, index + 1, fn, offsetName.c_str())};
-}
-
 // widenHalf(bits, bitsOffset, out, outOffset, count, bfloat16): out = the float32 values of `count` float16 (or
 // bfloat16) bit patterns, exactly.
 Napi::Value WidenHalf(const Napi::CallbackInfo& info) {
@@ -1023,6 +1065,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("setThreads", Napi::Function::New(env, SetThreads, "setThreads"));
   exports.Set("setIsa", Napi::Function::New(env, SetIsa, "setIsa"));
   exports.Set("matmul", Napi::Function::New(env, Matmul, "matmul"));
+  exports.Set("linearHalf", Napi::Function::New(env, LinearHalf, "linearHalf"));
   exports.Set("biasActivation", Napi::Function::New(env, BiasActivation, "biasActivation"));
   exports.Set("biasActivationBackward", Napi::Function::New(env, BiasActivationBackward, "biasActivationBackward"));
   exports.Set("layerNorm", Napi::Function::New(env, LayerNorm, "layerNorm"));
@@ -1039,6 +1082,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("widenHalf", Napi::Function::New(env, WidenHalf, "widenHalf"));
   exports.Set("roundHalf", Napi::Function::New(env, RoundHalf, "roundHalf"));
   exports.Set("bsrLinear", Napi::Function::New(env, BsrLinear, "bsrLinear"));
+  exports.Set("bsrLinearHalf", Napi::Function::New(env, BsrLinearHalf, "bsrLinearHalf"));
   exports.Set("bsrMatmul", Napi::Function::New(env, BsrMatmul, "bsrMatmul"));
   exports.Set("sampledMatmul", Napi::Function::New(env, SampledMatmul, "sampledMatmul"));
   exports.Set("scratchBytes", Napi::Function::New(env, ScratchBytes, "scratchBytes"));

@@ -8,6 +8,7 @@
 #include <algorithm>
 #include <vector>
 
+#include "half.h"
 #include "microkernel.h"
 #include "overflow.h"
 #include "pack.h"
@@ -52,6 +53,9 @@ constexpr int64_t kDecodeRunsPerThread = 4;
 // Rows of a block row the few-token bsrLinear sums at once: its lanes stay tokens x 512 x kDotLanes floats
 // (256 KiB at 8 tokens) whatever the block height (a block of 2^22 x 1 had taken 2 GiB per thread).
 constexpr int64_t kDecodeRowChunk = 512;
+// Floats of a half block the few-token bsrLinear widens at once (16 KiB, in L1 for the block's dot products); a row
+// wider than that is widened whole.
+constexpr int64_t kDecodeHalfFloats = 4096;
 
 // Splits [0, outer) into at most `parts` runs [runs[i], runs[i + 1]) of about equal ptr counts.
 std::vector<int64_t> balancedRuns(const int32_t* ptr, int64_t outer, int64_t parts) {
@@ -290,6 +294,14 @@ void groupedColumns(const float* a, int64_t tokens, int64_t depth, const float* 
 // regrouped by block column ([block column][token][C]), so a block's slice of x is contiguous.
 // Work items are runs of whole block rows with about equal blocks, so each thread streams a long
 // contiguous stretch of the values (the hardware prefetcher follows it; software prefetch measured slower).
+// W's value at `index` as float32 (a half value widened): for the float64 recomputations, off the hot loops.
+float valueAt(const BsrView& w, int64_t index) {
+  if (w.halfValues == nullptr) return w.values[index];
+  float value;
+  widenHalfSerial(w.halfValues + index, 1, w.bfloat, &value);
+  return value;
+}
+
 void bsrLinearFewTokens(const float* x, const BsrView& w, const float* bias, float* y, int64_t tokens) {
   const int64_t R = w.blockHeight;
   const int64_t C = w.blockWidth;
@@ -309,6 +321,7 @@ void bsrLinearFewTokens(const float* x, const BsrView& w, const float* bias, flo
     // Each output's sum: the lanes of every kSliceSteps K steps (a run of blocks) are added to it, so no float32 lane
     // chain runs along a whole block row (one of 2^20 columns had drifted 6e-4 from js's float64 sums).
     thread_local Scratch sumsScratch;
+    thread_local Scratch halfScratch;
     for (int64_t br = runs[run]; br < runs[run + 1]; br++) {
       for (int64_t r0 = 0; r0 < R; r0 += kDecodeRowChunk) {
         const int64_t rows = std::min(kDecodeRowChunk, R - r0);
@@ -319,7 +332,21 @@ void bsrLinearFewTokens(const float* x, const BsrView& w, const float* bias, flo
         std::fill(sums, sums + outputs, 0.0f);
         int64_t steps = 0;
         for (int64_t p = w.blockRowPtr[br]; p < w.blockRowPtr[br + 1]; p++) {
-          decode.blockDot(w.values + p * blockFloats + r0 * C, rows, C, px + int64_t(w.blockColIdx[p]) * tokens * C, C, tokens, lanes);
+          const float* xSlice = px + int64_t(w.blockColIdx[p]) * tokens * C;
+          if (w.halfValues == nullptr) {
+            decode.blockDot(w.values + p * blockFloats + r0 * C, rows, C, xSlice, C, tokens, lanes);
+          } else if (decode.blockDotHalf != nullptr) {
+            decode.blockDotHalf(w.halfValues + p * blockFloats + r0 * C, w.bfloat, rows, C, xSlice, C, tokens, lanes);
+          } else {
+            // Half values: a few rows at a time widened into a buffer that stays in L1, then the same dot products.
+            const int64_t step = std::max<int64_t>(1, std::min(rows, kDecodeHalfFloats / C));
+            float* wide = halfScratch.floats(static_cast<size_t>(step * C));
+            for (int64_t r = 0; r < rows; r += step) {
+              const int64_t count = std::min(step, rows - r);
+              widenHalfSerial(w.halfValues + p * blockFloats + (r0 + r) * C, count * C, w.bfloat, wide);
+              decode.blockDot(wide, count, C, xSlice, C, tokens, lanes + r * tokens * kDotLanes);
+            }
+          }
           steps += C;
           const bool last = p + 1 == w.blockRowPtr[br + 1];
           if (steps < kSliceSteps && !last) continue;
@@ -345,7 +372,7 @@ void bsrLinearFewTokens(const float* x, const BsrView& w, const float* bias, flo
             out[r] = jsSum(k, k, add, [&](int64_t p) {
               const int64_t q = first + p / C;
               const int64_t c = p % C;
-              return double(w.values[q * blockFloats + (r0 + r) * C + c]) * double(x[t * w.cols + int64_t(w.blockColIdx[q]) * C + c]);
+              return double(valueAt(w, q * blockFloats + (r0 + r) * C + c)) * double(x[t * w.cols + int64_t(w.blockColIdx[q]) * C + c]);
             });
           }
         }
@@ -407,6 +434,18 @@ void bsrLinear(const float* x, const BsrView& w, const float* bias, float* y, in
   if (tokens == 0 || w.rows == 0) return;
   if (tokens <= kDecodeMaxRows) {
     bsrLinearFewTokens(x, w, bias, y, tokens);
+    return;
+  }
+  if (w.halfValues != nullptr) {
+    // Many tokens reuse each value: widened once, in parallel, then the float32 product.
+    static Scratch wideValues;
+    const int64_t count = w.rows == 0 ? 0 : int64_t(w.blockRowPtr[w.rows / w.blockHeight]) * w.blockHeight * w.blockWidth;
+    BsrView wide = w;
+    float* values = wideValues.floats(static_cast<size_t>(std::max<int64_t>(1, count)));
+    widenHalf(w.halfValues, count, w.bfloat, values);
+    wide.values = values;
+    wide.halfValues = nullptr;
+    bsrLinear(x, wide, bias, y, tokens);
     return;
   }
   const ColumnGroups groups{w.rows / w.blockHeight, w.blockHeight, w.blockWidth, w.blockRowPtr, w.blockColIdx, nullptr, true};

@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <vector>
 
+#include "half.h"
 #include "microkernel.h"
 #include "overflow.h"
 #include "pack.h"
@@ -225,6 +226,57 @@ void gemm(MatrixView a, MatrixView b, float* c, int64_t ldc, int64_t m, int64_t 
 
 void gemmSerial(MatrixView a, MatrixView b, float* c, int64_t ldc, int64_t m, int64_t n, int64_t k, bool accumulate) {
   gemmOn(a, b, c, ldc, m, n, k, accumulate, CallerItems{});
+}
+
+void linearHalf(const float* x, const uint16_t* w, bool bfloat, float* y, int64_t m, int64_t n, int64_t k) {
+  if (m == 0 || n == 0) return;
+  if (k == 0) {
+    zeroRows(y, n, m, n);
+    return;
+  }
+  if (m > kDecodeMaxRows) {
+    // Many rows reuse each weight: widened once, in parallel, then the float32 product.
+    static Scratch wideWeights;
+    float* wide = wideWeights.floats(static_cast<size_t>(n * k));
+    widenHalf(w, n * k, bfloat, wide);
+    gemm(MatrixView{x, k, 1}, MatrixView{wide, 1, k}, y, n, m, n, k, false);
+    return;
+  }
+  // Few rows, as gemmFewRows with W's rows contiguous: each row of W read once from memory and dotted with every row of
+  // x, in the lanes and slices of slicedDot (the same bits as on the widened weights). One row of x: widened in
+  // registers inside the dot; more: widened once into a buffer in L1 that each dot reads (widening it again for every
+  // row of x had made 4 rows of float16 slower than float32's).
+  parallelFor(ceilDiv(n, kStreamColumns), [&](int64_t item) {
+    thread_local Scratch rowScratch;
+    float* wide = m > 1 ? rowScratch.floats(static_cast<size_t>(k)) : nullptr;
+    const int64_t j0 = item * kStreamColumns;
+    const int64_t j1 = std::min(n, j0 + kStreamColumns);
+    for (int64_t j = j0; j < j1; j++) {
+      const uint16_t* row = w + j * k;
+      if (m > 1) widenHalfSerial(row, k, bfloat, wide);
+      bool overflowed = false;
+      for (int64_t i = 0; i < m; i++) {
+        float total = 0.0f;
+        if (m == 1) {
+          for (int64_t p0 = 0; p0 < k; p0 += kDotSlice) total += dotHalf(x + p0, row + p0, std::min(kDotSlice, k - p0), bfloat);
+        } else {
+          total = slicedDot(x + i * k, wide, k);
+        }
+        y[i * n + j] = total;
+        overflowed = overflowed || isNonFinite(total);
+      }
+      if (!overflowed) continue;
+      // An infinite or NaN output (a float32 partial sum that overflowed) recomputed as the js backend sums (overflow.h).
+      if (m == 1) {
+        wide = rowScratch.floats(static_cast<size_t>(k));
+        widenHalfSerial(row, k, bfloat, wide);
+      }
+      const int64_t slice = m < kJsFewRows ? k : kJsSlice;
+      for (int64_t i = 0; i < m; i++) {
+        if (isNonFinite(y[i * n + j])) y[i * n + j] = jsSum(k, slice, 0.0, [&](int64_t p) { return double(x[i * k + p]) * double(wide[p]); });
+      }
+    }
+  });
 }
 
 }  // namespace bsk

@@ -37,6 +37,9 @@ struct DecodeKernels {
   void (*blockDot)(const float* w, int64_t R, int64_t C, const float* x, int64_t ldx, int64_t tokens, float* lanes);
   // out[t * C + c] += sum_r dy[t * lddy + r] w[r * C + c].
   void (*blockAxpy)(const float* w, int64_t R, int64_t C, const float* dy, int64_t lddy, int64_t tokens, float* out);
+  // blockDot over half bits (float16, or bfloat16 when `bfloat`) widened in registers, the same sums as blockDot of the
+  // widened values; null where the instruction set has no widening (the caller widens into a buffer for blockDot).
+  void (*blockDotHalf)(const uint16_t* w, bool bfloat, int64_t R, int64_t C, const float* x, int64_t ldx, int64_t tokens, float* lanes) = nullptr;
 };
 
 // Token counts the decode kernels take at once (more run in groups of at most this many).

@@ -8,6 +8,9 @@ namespace bsk {
 
 // sum_k a[k] b[k]
 float dot(const float* a, const float* b, int64_t n);
+// dot with b as float16 (bfloat16 when `bfloat`) bits widened in registers: the same lanes and the same bits as dot of
+// the widened values.
+float dotHalf(const float* a, const uint16_t* b, int64_t n, bool bfloat);
 // y[k] += alpha x[k]
 void axpy(float alpha, const float* x, float* y, int64_t n);
 

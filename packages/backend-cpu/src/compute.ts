@@ -20,7 +20,7 @@ function native(call: () => void): void {
  * `offset`, checked: a ShapeError for one that is not a non-negative integer, or is past the array's end (the addon
  * checks the span it reads from there, and reports the array's whole length).
  */
-function offsetOf(fn: string, name: string, array: Float32Array, offset = 0): number {
+function offsetOf(fn: string, name: string, array: Float32Array | Uint16Array, offset = 0): number {
   if (!Number.isSafeInteger(offset) || offset < 0) throw new ShapeError(`cpu: ${fn}: ${name}Offset must be a non-negative integer, got ${offset}`);
   if (offset > array.length) throw new ShapeError(`cpu: ${fn}: ${name}Offset ${offset} is past the end of ${name} (${array.length} elements)`);
   return offset;
@@ -49,6 +49,17 @@ export function nativeCompute(addon: NativeAddon): ProductCompute {
       const biasOffset = bias ? offsetOf(fn, "bias", bias, args.biasOffset) : 0;
       const yOffset = offsetOf(fn, "y", y, args.yOffset);
       native(() => addon.bsrLinear(x, xOffset, values, valuesOffset, bias, biasOffset, y, yOffset, args.tokens, args));
+    },
+    linearHalf: ({ x, weight, bfloat16, y, m, n, k }) => native(() => addon.linearHalf(x, 0, weight, 0, bfloat16, y, 0, m, n, k)),
+    bsrLinearHalf: (args) => {
+      const fn = "bsrLinearHalf";
+      const { x, values, y } = args;
+      const bias = args.bias ?? null;
+      const xOffset = offsetOf(fn, "x", x, args.xOffset);
+      const valuesOffset = offsetOf(fn, "values", values, args.valuesOffset);
+      const biasOffset = bias ? offsetOf(fn, "bias", bias, args.biasOffset) : 0;
+      const yOffset = offsetOf(fn, "y", y, args.yOffset);
+      native(() => addon.bsrLinearHalf(x, xOffset, values, valuesOffset, args.bfloat16, bias, biasOffset, y, yOffset, args.tokens, args));
     },
     bsrMatmulF32: (args) => {
       const fn = "bsrMatmulF32";

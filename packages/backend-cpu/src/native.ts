@@ -342,6 +342,25 @@ export interface NativeAddon {
     tokens: number,
     pattern: NativeRowIndex,
   ): void;
+  /** Y [m, n] = X [m, k] W^T with W [n, k] as float16 (bfloat16 when `bfloat16`) bits, streamed at few rows as bsrLinearHalf. */
+  linearHalf(x: Float32Array, xOffset: number, bits: Uint16Array, bitsOffset: number, bfloat16: boolean, y: Float32Array, yOffset: number, m: number, n: number, k: number): void;
+  /**
+   * bsrLinear with W's values as float16 (bfloat16 when `bfloat16`) bits: at few tokens each block is widened in cache as
+   * it is streamed, else all are widened once into scratch; the sums are bsrLinear's on the widened values.
+   */
+  bsrLinearHalf(
+    x: Float32Array,
+    xOffset: number,
+    bits: Uint16Array,
+    bitsOffset: number,
+    bfloat16: boolean,
+    bias: Float32Array | null,
+    biasOffset: number,
+    y: Float32Array,
+    yOffset: number,
+    tokens: number,
+    pattern: NativeRowIndex,
+  ): void;
   /** dX [tokens, cols] = dY [tokens, rows] W, each array read or written from its offset. */
   bsrMatmul(dy: Float32Array, dyOffset: number, values: Float32Array, valuesOffset: number, dx: Float32Array, dxOffset: number, tokens: number, pattern: NativeColumnIndex): void;
   /** dW [nnz, R, C] = (dY^T X) on W's blocks, each array read or written from its offset. */
@@ -365,7 +384,9 @@ export const NATIVE_FUNCTIONS = [
   "adviseHugePages",
   "alignmentOffset",
   "matmul",
+  "linearHalf",
   "bsrLinear",
+  "bsrLinearHalf",
   "bsrMatmul",
   "sampledMatmul",
   "biasActivation",

@@ -2,7 +2,9 @@
 // rounded) against @blocksparse/format's, bit for bit: every half pattern, every float32 sign and exponent with the
 // rounding boundaries below them, random patterns, NaN payloads; then the cpu backend's half ops against js's.
 import {
+  BsrPattern,
   bfloat16BitsToFloat32Into,
+  bsrLinear,
   cast,
   float16BitsToFloat32Into,
   float32ToBfloat16BitsInto,
@@ -14,8 +16,8 @@ import {
   tidy,
 } from "@blocksparse/core";
 import { describe, expect, it } from "vitest";
-import type { CpuBackend } from "../src/index";
-import { cpuMissing, reportCpuAvailability, useCpuPoisoned } from "./cpu";
+import type { CpuBackend, NativeIsa } from "../src/index";
+import { cpuMissing, reportCpuAvailability, runsOn, useCpuPoisoned } from "./cpu";
 
 reportCpuAvailability("half.test.ts");
 
@@ -146,6 +148,136 @@ describe.skipIf(cpuMissing)("half conversions in the addon", () => {
             const [got, want] = [gotLinear[i], wantLinear[i]];
             if (!Number.isFinite(want)) expect(got, `${dtype} linear [${m}, ${k}] element ${i}`).toBe(want);
             else expect(Math.abs(got - want), `${dtype} linear [${m}, ${k}] element ${i}: ${got} vs ${want}`).toBeLessThanOrEqual(ulp * Math.abs(want) + 1e-30);
+          }
+        });
+      }
+    }
+  });
+});
+
+/** `length` values of about unit size, every 29th times `huge` (weights near float16's largest, inputs whose products overflow float32). */
+function unitValues(seed: number, length: number, huge = 1): Float32Array {
+  let state = (seed * 2654435761) >>> 0 || 1;
+  return Float32Array.from({ length }, (_, i) => {
+    state ^= state << 13;
+    state ^= state >>> 17;
+    state ^= state << 5;
+    const value = ((state >>> 0) / 2 ** 32 - 0.5) * 2;
+    return i % 29 === 0 ? value * huge : value;
+  });
+}
+
+/** Whether a float32 sum went past float32's range somewhere (an output infinite, NaN or recomputed near the top). */
+const overflowed = (values: Float32Array) => values.some((v) => !Number.isFinite(v) || Math.abs(v) > 1e37);
+
+/** The half bits of `values` (as the backend stores a half tensor) and their exact float32 widening. */
+function halfOf(values: Float32Array, bfloat: boolean): [Uint16Array, Float32Array] {
+  const bits = new Uint16Array(values.length);
+  if (bfloat) float32ToBfloat16BitsInto(values, bits);
+  else float32ToFloat16BitsInto(values, bits);
+  const wide = new Float32Array(values.length);
+  if (bfloat) bfloat16BitsToFloat32Into(bits, wide);
+  else float16BitsToFloat32Into(bits, wide);
+  return [bits, wide];
+}
+
+const bitsOf = (values: Float32Array) => new Uint32Array(values.buffer, values.byteOffset, values.length);
+
+describe.skipIf(cpuMissing)("products that read half weights in the addon", () => {
+  useCpuPoisoned();
+  // Each ISA: AVX-512 widens the half blocks in registers, the others into a buffer; many tokens widen all at once.
+  for (const isa of ["avx512", "avx2", "scalar"] as NativeIsa[]) {
+    it(`${isa}: bsrLinearHalf gives bsrLinear's bits on the widened values, at 1-9 and 20 tokens, any block shape`, () => {
+      if (!runsOn("half.test.ts", isa, 2)) return;
+      const addon = cpuBackend().addon;
+      for (const [[R, C], [rows, cols]] of [
+        [[32, 32], [128, 96]],
+        [[1, 1], [24, 40]],
+        [[3, 5], [36, 40]],
+        [[16, 48], [64, 144]],
+        [[40, 7], [80, 35]],
+      ] as const) {
+        const pattern = BsrPattern.random([rows, cols], { blockShape: [R, C], density: 0.4, seed: R * 100 + C });
+        const { blockRowPtr, blockColIdx, nnzBlocks } = pattern;
+        const index = { rows, cols, blockHeight: R, blockWidth: C, blockRowPtr, blockColIdx };
+        for (const bfloat of [true, false]) {
+          for (const tokens of [1, 2, 3, 5, 8, 9, 20]) {
+            for (const huge of [false, true]) {
+              const [bits, wide] = halfOf(unitValues(tokens + R, nnzBlocks * R * C, huge ? 6e4 : 1), bfloat);
+              const x = unitValues(tokens * 7 + C, tokens * cols, huge ? 3e34 : 1);
+              const bias = tokens % 2 === 1 ? unitValues(3, rows) : null;
+              const want = new Float32Array(tokens * rows).fill(Number.NaN);
+              addon.bsrLinear(x, 0, wide, 0, bias, 0, want, 0, tokens, index);
+              // The bits from an offset, into a poisoned output.
+              const shifted = new Uint16Array(bits.length + 3);
+              shifted.set(bits, 3);
+              const got = new Float32Array(tokens * rows).fill(Number.NaN);
+              addon.bsrLinearHalf(x, 0, shifted, 3, bfloat, bias, 0, got, 0, tokens, index);
+              const what = `${isa} ${bfloat ? "bfloat16" : "float16"} ${R}x${C} blocks, ${tokens} tokens${huge ? ", overflowing" : ""}`;
+              expect(firstDifference(bitsOf(got), bitsOf(want)), what).toBeNull();
+              expect(overflowed(want), `${what}: past float32's range`).toBe(huge);
+            }
+          }
+        }
+      }
+    });
+  }
+
+  it("linearHalf gives matmul's bits on the widened weight, at 1-8 rows (streamed) and more (widened once)", () => {
+    const addon = cpuBackend().addon;
+    for (const [n, k] of [[48, 64], [33, 4097], [7, 1]] as const) {
+      for (const bfloat of [true, false]) {
+        for (const m of [1, 2, 7, 8, 9, 40]) {
+          for (const huge of [false, true]) {
+            const [bits, wide] = halfOf(unitValues(n + m, n * k, huge ? 6e4 : 1), bfloat);
+            const x = unitValues(k + m, m * k, huge ? 3e34 : 1);
+            const want = new Float32Array(m * n).fill(Number.NaN);
+            addon.matmul(x, 0, wide, 0, want, 0, m, n, k, false, true);
+            const got = new Float32Array(m * n + 2).fill(Number.NaN);
+            addon.linearHalf(x, 0, bits, 0, bfloat, got, 1, m, n, k);
+            const what = `${bfloat ? "bfloat16" : "float16"} [${m}, ${k}] x [${n}, ${k}]^T${huge ? ", overflowing" : ""}`;
+            expect(firstDifference(bitsOf(got.subarray(1, 1 + m * n)), bitsOf(want)), what).toBeNull();
+            if (k > 29) expect(overflowed(want), `${what}: past float32's range`).toBe(huge);
+            expect([got[0], got[m * n + 1]], `${what}: outside the span`).toEqual([Number.NaN, Number.NaN]);
+          }
+        }
+      }
+    }
+  });
+
+  it("check their arguments before they run", () => {
+    const addon = cpuBackend().addon;
+    const index = { rows: 4, cols: 4, blockHeight: 2, blockWidth: 2, blockRowPtr: Int32Array.from([0, 1, 2]), blockColIdx: Int32Array.from([0, 1]) };
+    const x = new Float32Array(4);
+    expect(() => addon.bsrLinearHalf(x, 0, new Uint16Array(7), 0, true, null, 0, new Float32Array(4), 0, 1, index)).toThrow(/bits has 7 elements, needs 8/);
+    expect(() => addon.bsrLinearHalf(x, 0, new Float32Array(8) as unknown as Uint16Array, 0, true, null, 0, new Float32Array(4), 0, 1, index)).toThrow(/bits must be a Uint16Array/);
+    expect(() => addon.bsrLinearHalf(x, 0, new Uint16Array(8), 0, "yes" as unknown as boolean, null, 0, new Float32Array(4), 0, 1, index)).toThrow(/bfloat16 must be a boolean/);
+    expect(() => addon.linearHalf(x, 0, new Uint16Array(15), 0, false, new Float32Array(4), 0, 1, 4, 4)).toThrow(/bits has 15 elements, needs 16/);
+    expect(() => addon.linearHalf(x, 0, new Uint16Array(16), 0, false, new Float32Array(3), 0, 1, 4, 4)).toThrow(/y has 3 elements, needs 4/);
+    const shared = new ArrayBuffer(64);
+    expect(() => addon.linearHalf(x, 0, new Uint16Array(shared, 0, 16), 0, false, new Float32Array(shared, 16, 4), 0, 1, 4, 4)).toThrow(/y shares memory with bits/);
+  });
+
+  it("take half layers of the cpu backend within a half's rounding of the js backend's, at decode and training sizes", () => {
+    const js = getBackendInstance("js");
+    const cpu = cpuBackend();
+    for (const dtype of HALVES) {
+      for (const tokens of [1, 4, 24]) {
+        tidy(() => {
+          const pattern = BsrPattern.random([96, 64], { blockShape: [16, 16], density: 0.5, seed: tokens });
+          const x = unitValues(tokens, tokens * 64);
+          const values = unitValues(tokens + 1, pattern.nnzBlocks * 256);
+          const weight = unitValues(tokens + 2, 96 * 64);
+          const run = (backend: typeof js) => {
+            const xs = cast(tensorOn(backend, x, [tokens, 64]), dtype);
+            const sparse = bsrLinear(xs, cast(tensorOn(backend, values, [pattern.nnzBlocks, 16, 16]), dtype), pattern).dataSync() as Float32Array;
+            const dense = linear(xs, cast(tensorOn(backend, weight, [96, 64]), dtype)).dataSync() as Float32Array;
+            return [sparse, dense];
+          };
+          const [want, got] = [run(js), run(cpu)];
+          const ulp = dtype === "float16" ? 2 ** -10 : 2 ** -7;
+          for (const [which, w, g] of [["bsrLinear", want[0], got[0]], ["linear", want[1], got[1]]] as const) {
+            for (let i = 0; i < w.length; i++) expect(Math.abs(g[i] - w[i]), `${dtype} ${which}, ${tokens} tokens, element ${i}`).toBeLessThanOrEqual(ulp * Math.abs(w[i]) + 1e-6);
           }
         });
       }

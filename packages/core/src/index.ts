@@ -81,6 +81,8 @@ export {
   type AdamStepInPlace,
   adamKernels,
   type AttentionSizes,
+  type BsrLinearHalfArgs,
+  type LinearHalfArgs,
   cachedAttentionWrites,
   jsAdamStep,
   type FloatOutput,

@@ -1,6 +1,6 @@
 export { JsBackend, JsBuffer, type FloatOutput } from "./backend";
 export { jsKernels } from "./kernels";
-export { type ActivationKernels, type ProductCompute, productKernels } from "./kernels/products";
+export { type ActivationKernels, type BsrLinearHalfArgs, type LinearHalfArgs, type ProductCompute, productKernels } from "./kernels/products";
 export {
   type AdamHyperparameters,
   type AdamStep,

@@ -64,7 +64,30 @@ function checkedColumnIndex(fn: string, pattern: BsrPattern): BsrColumnIndex {
  * broadcasting, half widening and rounding) is shared; a host backend with faster compute
  * (the native `cpu` backend) passes its own functions to {@link productKernels}.
  */
-export type ProductCompute = Pick<typeof compute, "matmulF32" | "bsrLinearF32" | "bsrMatmulF32" | "sampledMatmulF32">;
+export type ProductCompute = Pick<typeof compute, "matmulF32" | "bsrLinearF32" | "bsrMatmulF32" | "sampledMatmulF32"> & {
+  /**
+   * Optional: bsrLinearF32 with W's values as their float16 or bfloat16 bits, read without a widened copy (the native cpu
+   * backend's few-token path streams half the bytes of float32); the product is that of the widened values, summed as
+   * bsrLinearF32 sums. Without it, half values are widened first and bsrLinearF32 runs.
+   */
+  bsrLinearHalf?: (args: BsrLinearHalfArgs) => void;
+  /** Optional: Y [m, n] = X [m, k] W^T with W [n, k] as half bits, read as bsrLinearHalf reads them. Without it, W is widened and matmulF32 runs. */
+  linearHalf?: (args: LinearHalfArgs) => void;
+};
+
+/** {@link ProductCompute}'s linearHalf arguments: row-major arrays, W's float16 or bfloat16 bits. */
+export interface LinearHalfArgs {
+  x: Float32Array;
+  weight: Uint16Array;
+  bfloat16: boolean;
+  y: Float32Array;
+  m: number;
+  n: number;
+  k: number;
+}
+
+/** {@link ProductCompute}'s bsrLinearHalf arguments: bsrLinearF32's, with `values` the half bits. */
+export type BsrLinearHalfArgs = Omit<compute.BsrLinearArgs, "values"> & { values: Uint16Array; bfloat16: boolean };
 
 /** The bias-and-activation kernels the fused products apply after their product (a host backend may pass native ones). */
 export interface ActivationKernels {
@@ -110,7 +133,11 @@ export function productKernels(
       const m = sizeOf(x.shape.slice(0, -1));
       const out = backend.floatOutput([...x.shape.slice(0, -1), n], x.dtype);
       const data = out.data;
-      products.matmulF32({ a: backend.floats(x), b: backend.floats(weight), c: data, m, n, k, transposeB: true });
+      if (products.linearHalf !== undefined && (weight.dtype === "float16" || weight.dtype === "bfloat16")) {
+        products.linearHalf({ x: backend.floats(x), weight: backend.storage(weight) as Uint16Array, bfloat16: weight.dtype === "bfloat16", y: data, m, n, k });
+      } else {
+        products.matmulF32({ a: backend.floats(x), b: backend.floats(weight), c: data, m, n, k, transposeB: true });
+      }
       if (bias) {
         const b = backend.floats(bias);
         for (let row = 0; row < m; row++) for (let j = 0; j < n; j++) data[row * n + j] += b[j];
@@ -141,16 +168,12 @@ export function productKernels(
       const outShape = [...x.shape.slice(0, -1), rows];
       const out = backend.floatOutput(outShape, x.dtype);
       const { blockRowPtr, blockColIdx } = pattern;
-      products.bsrLinearF32({
-        ...sizes(pattern),
-        x: backend.floats(x),
-        values: backend.floats(values),
-        bias: bias ? backend.floats(bias) : null,
-        y: out.data,
-        tokens,
-        blockRowPtr,
-        blockColIdx,
-      });
+      const args = { ...sizes(pattern), x: backend.floats(x), bias: bias ? backend.floats(bias) : null, y: out.data, tokens, blockRowPtr, blockColIdx };
+      if (products.bsrLinearHalf !== undefined && (values.dtype === "float16" || values.dtype === "bfloat16")) {
+        products.bsrLinearHalf({ ...args, values: backend.storage(values) as Uint16Array, bfloat16: values.dtype === "bfloat16" });
+      } else {
+        products.bsrLinearF32({ ...args, values: backend.floats(values) });
+      }
       if (residual) {
         const r = backend.floats(residual);
         const data = out.data;
