@@ -96,11 +96,12 @@ describe("browser bundle (esbuild, minified, every export kept)", () => {
   // named the dtype meant by "half", "bf16" and the like (+0.13 KiB: 68.218 measured); 68.22 until GPT-2's and BERT's
   // building blocks built alone (their configs parsed, their seeds optional; +0.11 KiB: 68.327 measured); 68.33 until
   // nn's Linear and BlockSparseLinear named themselves for an input of another dtype than their weight (+0.09 KiB:
-  // 68.413 measured).
-  it("@blocksparse/models stays within 68.42 KiB gzipped and evaluates no code", async () => {
+  // 68.413 measured); 68.42 until core's ProductCompute could read half weights as stored and the js backend converted
+  // halves through methods a subclass replaces (+0.11 KiB: 68.522 measured).
+  it("@blocksparse/models stays within 68.53 KiB gzipped and evaluates no code", async () => {
     const { code, gzipKiB } = await browserBundle(["@blocksparse/models"]);
     console.log(`@blocksparse/models: ${(code.length / 1024).toFixed(1)} KiB minified, ${gzipKiB.toFixed(1)} KiB gzipped`);
-    expect(gzipKiB).toBeLessThanOrEqual(68.42);
+    expect(gzipKiB).toBeLessThanOrEqual(68.53);
     expect(evaluatedCode(code)).toEqual([]);
   }, 60_000);
 });
