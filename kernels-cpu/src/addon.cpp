@@ -931,36 +931,27 @@ Napi::Value AdamUpdate(const Napi::CallbackInfo& info) {
 }
 
 // widenHalf(bits, bitsOffset, out, outOffset, count, bfloat16): out = the float32 values of `count` float16 (or
-// bfloat16) bit patterns, exactly.
-Napi::Value WidenHalf(const Napi::CallbackInfo& info) {
-  const char* fn = "widenHalf";
+// bfloat16) bit patterns, exactly. roundHalf(values, valuesOffset, out, outOffset, count, bfloat16): out = the float16
+// (or bfloat16) bits of `count` float32 values, rounded to nearest, ties to even.
+template <bool Widen>
+Napi::Value ConvertHalf(const Napi::CallbackInfo& info) {
+  const char* fn = Widen ? "widenHalf" : "roundHalf";
   expectArgs(info, 6, fn);
   Napi::Env env = info.Env();
-  HalfArrayArg bits = halfArrayArg(info, 0, fn, "bits");
-  ArrayArg out = arrayArg(info, 2, fn, "out");
+  HalfArrayArg bits = halfArrayArg(info, Widen ? 0 : 2, fn, Widen ? "bits" : "out");
+  ArrayArg floats = arrayArg(info, Widen ? 2 : 0, fn, Widen ? "out" : "values");
   const int64_t count = integerArg(info, 4, fn, "count");
   const bool bfloat = boolArg(info, 5, fn, "bfloat16");
-  bits.require(env, fn, count);
-  out.require(env, fn, count);
-  checkApart(env, fn, out.span(count), {bits.span(count)});
-  runKernel(env, fn, [&] { bsk::widenHalf(bits.at(), count, bfloat, out.at()); });
-  return env.Undefined();
-}
-
-// roundHalf(values, valuesOffset, out, outOffset, count, bfloat16): out = the float16 (or bfloat16) bits of `count`
-// float32 values, rounded to nearest, ties to even.
-Napi::Value RoundHalf(const Napi::CallbackInfo& info) {
-  const char* fn = "roundHalf";
-  expectArgs(info, 6, fn);
-  Napi::Env env = info.Env();
-  ArrayArg values = arrayArg(info, 0, fn, "values");
-  HalfArrayArg out = halfArrayArg(info, 2, fn, "out");
-  const int64_t count = integerArg(info, 4, fn, "count");
-  const bool bfloat = boolArg(info, 5, fn, "bfloat16");
-  values.require(env, fn, count);
-  out.require(env, fn, count);
-  checkApart(env, fn, out.span(count), {values.span(count)});
-  runKernel(env, fn, [&] { bsk::roundToHalf(values.at(), count, bfloat, out.at()); });
+  // In argument order, so the first one short is named first.
+  if (Widen) bits.require(env, fn, count);
+  floats.require(env, fn, count);
+  if (!Widen) bits.require(env, fn, count);
+  if (Widen) checkApart(env, fn, floats.span(count), {bits.span(count)});
+  else checkApart(env, fn, bits.span(count), {floats.span(count)});
+  runKernel(env, fn, [&] {
+    if (Widen) bsk::widenHalf(bits.at(), count, bfloat, floats.at());
+    else bsk::roundToHalf(floats.at(), count, bfloat, bits.at());
+  });
   return env.Undefined();
 }
 
@@ -1079,8 +1070,8 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("cachedAttention", Napi::Function::New(env, CachedAttention, "cachedAttention"));
   exports.Set("sumLeading", Napi::Function::New(env, SumLeading, "sumLeading"));
   exports.Set("adamUpdate", Napi::Function::New(env, AdamUpdate, "adamUpdate"));
-  exports.Set("widenHalf", Napi::Function::New(env, WidenHalf, "widenHalf"));
-  exports.Set("roundHalf", Napi::Function::New(env, RoundHalf, "roundHalf"));
+  exports.Set("widenHalf", Napi::Function::New(env, ConvertHalf<true>, "widenHalf"));
+  exports.Set("roundHalf", Napi::Function::New(env, ConvertHalf<false>, "roundHalf"));
   exports.Set("bsrLinear", Napi::Function::New(env, BsrLinear, "bsrLinear"));
   exports.Set("bsrLinearHalf", Napi::Function::New(env, BsrLinearHalf, "bsrLinearHalf"));
   exports.Set("bsrMatmul", Napi::Function::New(env, BsrMatmul, "bsrMatmul"));

@@ -26,6 +26,25 @@ function offsetOf(fn: string, name: string, array: Float32Array | Uint16Array, o
   return offset;
 }
 
+/** bsrLinear's operands and their checked offsets (float32 or half values). */
+function linearOperands<V extends Float32Array | Uint16Array>(
+  fn: string,
+  args: { x: Float32Array; values: V; bias?: Float32Array | null; y: Float32Array; xOffset?: number; valuesOffset?: number; biasOffset?: number; yOffset?: number },
+) {
+  const { x, values, y } = args;
+  const bias = args.bias ?? null;
+  return {
+    x,
+    values,
+    bias,
+    y,
+    xOffset: offsetOf(fn, "x", x, args.xOffset),
+    valuesOffset: offsetOf(fn, "values", values, args.valuesOffset),
+    biasOffset: bias ? offsetOf(fn, "bias", bias, args.biasOffset) : 0,
+    yOffset: offsetOf(fn, "y", y, args.yOffset),
+  };
+}
+
 /** The kernel layer never asks for these; a direct caller gets a clear error, not a wrong answer. */
 function unsupported(fn: string, what: string): never {
   throw new ValueError(`cpu: ${fn} runs natively without ${what}; use the js compute functions for it`);
@@ -41,24 +60,12 @@ export function nativeCompute(addon: NativeAddon): ProductCompute {
       native(() => addon.matmul(a, aOffset, b, bOffset, c, cOffset, m, n, k, args.transposeA ?? false, args.transposeB ?? false));
     },
     bsrLinearF32: (args) => {
-      const fn = "bsrLinearF32";
-      const { x, values, y } = args;
-      const bias = args.bias ?? null;
-      const xOffset = offsetOf(fn, "x", x, args.xOffset);
-      const valuesOffset = offsetOf(fn, "values", values, args.valuesOffset);
-      const biasOffset = bias ? offsetOf(fn, "bias", bias, args.biasOffset) : 0;
-      const yOffset = offsetOf(fn, "y", y, args.yOffset);
+      const { x, values, bias, y, xOffset, valuesOffset, biasOffset, yOffset } = linearOperands("bsrLinearF32", args);
       native(() => addon.bsrLinear(x, xOffset, values, valuesOffset, bias, biasOffset, y, yOffset, args.tokens, args));
     },
     linearHalf: ({ x, weight, bfloat16, y, m, n, k }) => native(() => addon.linearHalf(x, 0, weight, 0, bfloat16, y, 0, m, n, k)),
     bsrLinearHalf: (args) => {
-      const fn = "bsrLinearHalf";
-      const { x, values, y } = args;
-      const bias = args.bias ?? null;
-      const xOffset = offsetOf(fn, "x", x, args.xOffset);
-      const valuesOffset = offsetOf(fn, "values", values, args.valuesOffset);
-      const biasOffset = bias ? offsetOf(fn, "bias", bias, args.biasOffset) : 0;
-      const yOffset = offsetOf(fn, "y", y, args.yOffset);
+      const { x, values, bias, y, xOffset, valuesOffset, biasOffset, yOffset } = linearOperands("bsrLinearHalf", args);
       native(() => addon.bsrLinearHalf(x, xOffset, values, valuesOffset, args.bfloat16, bias, biasOffset, y, yOffset, args.tokens, args));
     },
     bsrMatmulF32: (args) => {
