@@ -49,6 +49,13 @@ import {
   tidy,
   zeros,
   zerosLike,
+  BsrPattern,
+  bsrLinear,
+  bsrLinearActivation,
+  bsrMatmul,
+  bsrMatmulActivationBackward,
+  sampledMatmul,
+  type Tensor,
 } from "@blocksparse/core";
 import { describe, expect, it } from "vitest";
 
@@ -404,5 +411,26 @@ describe("fullOn, tensorOn and captureGraph check their backend, and tensorOn it
     const t = tensorOn(js, new Float64Array([1.5, -2]), [2], "bfloat16");
     expect(t.toArray()).toEqual([1.5, -2]);
     t.dispose();
+  });
+});
+
+describe("the block-sparse ops name a pattern given in another place", () => {
+  const pattern = BsrPattern.random([8, 8], { blockShape: [4, 4], density: 0.5, seed: 1 });
+  const values = zeros([pattern.nnzBlocks, 4, 4]);
+  const x = zeros([2, 8]);
+  const swapped = pattern as unknown as Tensor;
+  const asValues = values as unknown as BsrPattern;
+
+  it("says the arguments' order when values and the pattern are swapped", () => {
+    expect(() => bsrLinear(x, swapped, asValues)).toThrow("bsrLinear: pattern must be a BsrPattern from @blocksparse/format, got a Tensor: the arguments are bsrLinear(x, values, pattern, bias?, options?), the pattern last");
+    expect(() => bsrLinearActivation(x, swapped, asValues, null, "relu")).toThrow("the arguments are bsrLinearActivation(x, values, pattern, bias, activation)");
+    expect(() => bsrMatmul(x, swapped, asValues)).toThrow("the arguments are bsrMatmul(dy, values, pattern)");
+    expect(() => bsrMatmulActivationBackward(x, swapped, asValues, x, "relu")).toThrow("the arguments are bsrMatmulActivationBackward(dy, values, pattern, pre, activation)");
+    expect(() => sampledMatmul(x, swapped, asValues)).toThrow("the arguments are sampledMatmul(dy, x, pattern)");
+  });
+
+  it("names what it got in the pattern's place otherwise", () => {
+    expect(() => bsrLinear(x, values, {} as BsrPattern)).toThrow(/^bsrLinear: pattern must be a BsrPattern from @blocksparse\/format, got object$/);
+    expect(() => sampledMatmul(x, x, undefined as unknown as BsrPattern)).toThrow(/^sampledMatmul: pattern must be a BsrPattern from @blocksparse\/format, got undefined$/);
   });
 });

@@ -12,10 +12,16 @@ import {
 } from "../kernel_names";
 import { formatShape, shapesEqual } from "../shape";
 import type { Tensor } from "../tensor";
-import { assertActivation, assertFloat, assertMinRank, assertSameBackend, assertSameDType, assertTensor, optionsArg } from "./validate";
+import { assertActivation, assertFloat, assertMinRank, assertSameBackend, assertSameDType, assertTensor, formatArg, optionsArg } from "./validate";
 
-function assertPattern(op: string, pattern: unknown): asserts pattern is BsrPattern {
-  if (!(pattern instanceof BsrPattern)) throw new ValueError(`${op}: pattern must be a BsrPattern from @blocksparse/format`);
+/**
+ * `pattern` is a BsrPattern, else a ValueError naming what it got; `second` is the argument before it (values, or x for
+ * sampledMatmul): a pattern there is the two passed in the other order, which the message says.
+ */
+function assertPattern(op: string, pattern: unknown, second: unknown, names: string): asserts pattern is BsrPattern {
+  if (pattern instanceof BsrPattern) return;
+  const swapped = second instanceof BsrPattern ? `: the arguments are ${op}(${names}), the pattern last` : "";
+  throw new ValueError(`${op}: pattern must be a BsrPattern from @blocksparse/format, got ${formatArg(pattern)}${swapped}`);
 }
 
 function assertValues(op: string, values: Tensor, pattern: BsrPattern): void {
@@ -61,7 +67,7 @@ export function bsrLinear(x: Tensor, values: Tensor, pattern: BsrPattern, bias?:
 }
 
 function checkLinear(op: string, x: Tensor, values: Tensor, pattern: BsrPattern, bias: Tensor | undefined, residual?: Tensor): void {
-  assertPattern(op, pattern);
+  assertPattern(op, pattern, values, op === "bsrLinearActivation" ? "x, values, pattern, bias, activation" : "x, values, pattern, bias?, options?");
   const [rows, cols] = pattern.shape;
   assertFeatures(op, "x", x, cols, "its columns");
   assertValues(op, values, pattern);
@@ -102,7 +108,7 @@ export function bsrLinearActivation(x: Tensor, values: Tensor, pattern: BsrPatte
 /** dX = dY W: dy [..., rows] -> [..., cols] (the input gradient of bsrLinear). */
 export function bsrMatmul(dy: Tensor, values: Tensor, pattern: BsrPattern): Tensor {
   const op = "bsrMatmul";
-  assertPattern(op, pattern);
+  assertPattern(op, pattern, values, "dy, values, pattern");
   assertFeatures(op, "dy", dy, pattern.shape[0], "its rows");
   assertValues(op, values, pattern);
   assertSameBackend(op, [["dy", dy], ["values", values]]);
@@ -119,7 +125,7 @@ export function bsrMatmul(dy: Tensor, values: Tensor, pattern: BsrPattern): Tens
  */
 export function bsrMatmulActivationBackward(dy: Tensor, values: Tensor, pattern: BsrPattern, pre: Tensor, activation: Activation): [Tensor, Tensor] {
   const op = "bsrMatmulActivationBackward";
-  assertPattern(op, pattern);
+  assertPattern(op, pattern, values, "dy, values, pattern, pre, activation");
   assertFeatures(op, "dy", dy, pattern.shape[0], "its rows");
   assertValues(op, values, pattern);
   assertFeatures(op, "pre", pre, pattern.shape[1], "its columns");
@@ -137,7 +143,7 @@ export function bsrMatmulActivationBackward(dy: Tensor, values: Tensor, pattern:
  */
 export function sampledMatmul(dy: Tensor, x: Tensor, pattern: BsrPattern): Tensor {
   const op = "sampledMatmul";
-  assertPattern(op, pattern);
+  assertPattern(op, pattern, x, "dy, x, pattern");
   assertFeatures(op, "dy", dy, pattern.shape[0], "its rows");
   assertFeatures(op, "x", x, pattern.shape[1], "its columns");
   assertFloat(op, "dy", dy);
