@@ -14,13 +14,10 @@ import { formatShape, shapesEqual } from "../shape";
 import type { Tensor } from "../tensor";
 import { assertActivation, assertFloat, assertMinRank, assertSameBackend, assertSameDType, assertTensor, formatArg, optionsArg } from "./validate";
 
-/**
- * `pattern` is a BsrPattern, else a ValueError naming what it got; `second` is the argument before it (values, or x for
- * sampledMatmul): a pattern there is the two passed in the other order, which the message says.
- */
-function assertPattern(op: string, pattern: unknown, second: unknown, names: string): asserts pattern is BsrPattern {
+/** `pattern` is a BsrPattern, else a ValueError naming what it got, and the order when `second` (the argument before it) is the pattern. */
+function assertPattern(op: string, pattern: unknown, second: unknown): asserts pattern is BsrPattern {
   if (pattern instanceof BsrPattern) return;
-  const swapped = second instanceof BsrPattern ? `: the arguments are ${op}(${names}), the pattern last` : "";
+  const swapped = second instanceof BsrPattern ? " (the pattern is the third argument; it came second)" : "";
   throw new ValueError(`${op}: pattern must be a BsrPattern from @blocksparse/format, got ${formatArg(pattern)}${swapped}`);
 }
 
@@ -67,7 +64,7 @@ export function bsrLinear(x: Tensor, values: Tensor, pattern: BsrPattern, bias?:
 }
 
 function checkLinear(op: string, x: Tensor, values: Tensor, pattern: BsrPattern, bias: Tensor | undefined, residual?: Tensor): void {
-  assertPattern(op, pattern, values, op === "bsrLinearActivation" ? "x, values, pattern, bias, activation" : "x, values, pattern, bias?, options?");
+  assertPattern(op, pattern, values);
   const [rows, cols] = pattern.shape;
   assertFeatures(op, "x", x, cols, "its columns");
   assertValues(op, values, pattern);
@@ -108,7 +105,7 @@ export function bsrLinearActivation(x: Tensor, values: Tensor, pattern: BsrPatte
 /** dX = dY W: dy [..., rows] -> [..., cols] (the input gradient of bsrLinear). */
 export function bsrMatmul(dy: Tensor, values: Tensor, pattern: BsrPattern): Tensor {
   const op = "bsrMatmul";
-  assertPattern(op, pattern, values, "dy, values, pattern");
+  assertPattern(op, pattern, values);
   assertFeatures(op, "dy", dy, pattern.shape[0], "its rows");
   assertValues(op, values, pattern);
   assertSameBackend(op, [["dy", dy], ["values", values]]);
@@ -125,7 +122,7 @@ export function bsrMatmul(dy: Tensor, values: Tensor, pattern: BsrPattern): Tens
  */
 export function bsrMatmulActivationBackward(dy: Tensor, values: Tensor, pattern: BsrPattern, pre: Tensor, activation: Activation): [Tensor, Tensor] {
   const op = "bsrMatmulActivationBackward";
-  assertPattern(op, pattern, values, "dy, values, pattern, pre, activation");
+  assertPattern(op, pattern, values);
   assertFeatures(op, "dy", dy, pattern.shape[0], "its rows");
   assertValues(op, values, pattern);
   assertFeatures(op, "pre", pre, pattern.shape[1], "its columns");
@@ -143,7 +140,7 @@ export function bsrMatmulActivationBackward(dy: Tensor, values: Tensor, pattern:
  */
 export function sampledMatmul(dy: Tensor, x: Tensor, pattern: BsrPattern): Tensor {
   const op = "sampledMatmul";
-  assertPattern(op, pattern, x, "dy, x, pattern");
+  assertPattern(op, pattern, x);
   assertFeatures(op, "dy", dy, pattern.shape[0], "its rows");
   assertFeatures(op, "x", x, pattern.shape[1], "its columns");
   assertFloat(op, "dy", dy);
