@@ -94,14 +94,15 @@ export function pointwiseKernels(addon: NativeAddon): PointwiseKernels & { activ
   };
 
   /**
-   * Sum or Mean of a float32 tensor over its leading axes (a bias gradient's column sums) in the addon: each column's
-   * float64 sum in the rows' order, as the js kernel adds, so the same bits; anything else is the js kernel's.
+   * Sum or Mean of a float tensor over its leading axes (a bias gradient's column sums) in the addon: each column's
+   * float64 sum in the rows' order, as the js kernel adds, rounded to float32 and then to a half dtype as its output
+   * is, so the same bits; anything else is the js kernel's.
    */
   function leadingSums(backend: JsBackend, x: TensorInfo, axes: readonly number[], keepDims: boolean, mean: boolean): TensorInfo | null {
     const leading = [...axes].sort((a, b) => a - b).every((axis, i) => axis === i);
-    if (x.dtype !== "float32" || axes.length === 0 || !leading || sizeOf(x.shape) === 0) return null;
+    if (x.dtype === "int32" || axes.length === 0 || !leading || sizeOf(x.shape) === 0) return null;
     const [rows, width] = [sizeOf(x.shape.slice(0, axes.length)), sizeOf(x.shape.slice(axes.length))];
-    const out = backend.floatOutput(reduceShape(x.shape, axes, keepDims), "float32");
+    const out = backend.floatOutput(reduceShape(x.shape, axes, keepDims), x.dtype);
     native(() => addon.sumLeading(backend.floats(x), 0, rows, width, mean, out.data, 0));
     return out.commit();
   }

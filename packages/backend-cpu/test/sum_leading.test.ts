@@ -11,7 +11,7 @@ import { cpuMissing, reportCpuAvailability } from "./cpu";
 
 reportCpuAvailability("sum_leading.test.ts");
 
-function reduce(backend: string, values: number[], shape: number[], axes: number[], keepDims: boolean, op: "sum" | "mean", dtype: "float32" | "bfloat16" = "float32") {
+function reduce(backend: string, values: number[], shape: number[], axes: number[], keepDims: boolean, op: "sum" | "mean", dtype: "float32" | "float16" | "bfloat16" = "float32") {
   return tidy(() => {
     const x = tensorOn(getBackendInstance(backend), values, shape, dtype);
     const out = op === "sum" ? sum(x, axes, keepDims) : mean(x, axes, keepDims);
@@ -66,6 +66,18 @@ describe.skipIf(cpuMissing)("cpu Sum and Mean over leading axes", () => {
       const data = values.slice(0, shape.reduce((a, b) => a * b, 1));
       for (const op of ["sum", "mean"] as const) {
         expect(reduce("cpu", data, [...shape], [...axes], false, op, dtype), `${op} [${shape}] over [${axes}] ${dtype}`).toEqual(reduce("js", data, [...shape], [...axes], false, op, dtype));
+      }
+    }
+  });
+
+  it("half tensors' column sums (a half model's bias gradients) take the addon and give the js kernel's bits", () => {
+    // float64 sums rounded to float32, then to the half: past float16's range for some columns, many rows (several items).
+    const data = Array.from({ length: 600 * 33 }, (_, i) => (i % 33 === 5 ? 200 : Math.sin(i * 0.37) + (i % 7) * 0.125));
+    for (const dtype of ["float16", "bfloat16"] as const) {
+      for (const op of ["sum", "mean"] as const) {
+        const [got, want] = ["cpu", "js"].map((backend) => reduce(backend, data, [20, 30, 33], [0, 1], false, op, dtype));
+        expect(got, `${op} ${dtype}`).toEqual(want);
+        expect(got.values.some((v) => !Number.isFinite(v)), `${op} ${dtype}: a column past the dtype's range`).toBe(dtype === "float16" && op === "sum");
       }
     }
   });

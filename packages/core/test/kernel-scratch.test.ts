@@ -3,7 +3,7 @@
  * while the engine runs a kernel, and every piece given back when the outermost kernel returns or throws.
  */
 import { describe, expect, it } from "vitest";
-import { IndexError, JsBackend, gather, gelu, mul, registerBackend, removeBackend, setBackend, tensor, tidy } from "../src";
+import { IndexError, JsBackend, gather, gelu, jsKernels, mul, registerBackend, removeBackend, setBackend, tensor, tidy } from "../src";
 
 class CountingBackend extends JsBackend {
   override readonly name = "counting";
@@ -46,3 +46,31 @@ describe("kernel scratch on the js backend", () => {
     }
   });
 });
+
+describe("storeFloats on the js backend", () => {
+  it("writes float32 values into a tensor's own buffer, rounded to its dtype as a cast rounds them", () => {
+    const backend = new JsBackend();
+    const values = Float32Array.from([1 / 3, -65520, 1e-8, 70000, Number.NaN, -0, 2 ** -20]);
+    for (const dtype of ["float32", "float16", "bfloat16"] as const) {
+      const info = { dataId: backend.allocate(dtype, values.length), shape: [values.length], dtype };
+      backend.storeFloats(info, values);
+      const want = backend.readSync(castKernelOn(backend, values, dtype).dataId);
+      expect(Array.from(backend.readSync(info.dataId)), dtype).toEqual(Array.from(want));
+    }
+  });
+
+  it("refuses a length other than the tensor's and an int32 tensor", () => {
+    const backend = new JsBackend();
+    const info = { dataId: backend.allocate("bfloat16", 3), shape: [3], dtype: "bfloat16" as const };
+    expect(() => backend.storeFloats(info, new Float32Array(4))).toThrow("js: storeFloats got 4 values for 3 elements");
+    const ints = { dataId: backend.allocate("int32", 3), shape: [3], dtype: "int32" as const };
+    expect(() => backend.storeFloats(ints, new Float32Array(3))).toThrow("js: storeFloats needs a float tensor, got int32");
+  });
+});
+
+/** A cast of float32 values to `dtype` by the js backend's own kernel: what storeFloats must match. */
+function castKernelOn(backend: JsBackend, values: Float32Array, dtype: "float32" | "float16" | "bfloat16") {
+  const source = { dataId: backend.allocate("float32", values.length), shape: [values.length], dtype: "float32" as const };
+  backend.write(source.dataId, values);
+  return jsKernels.Cast({ inputs: { x: source }, attrs: { dtype }, backend } as never);
+}

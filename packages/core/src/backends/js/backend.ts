@@ -187,6 +187,18 @@ export class JsBackend implements Backend {
   }
 
   /**
+   * `values` (one float32 per element) written into a float tensor's own buffer, rounded to its dtype as a half output's
+   * commit rounds it: for kernels that write a result over an input (an optimizer's low-precision copies of its params).
+   */
+  storeFloats(info: TensorInfo, values: Float32Array): void {
+    const storage = this.storage(info);
+    if (values.length !== storage.length) throw new ValueError(`${this.name}: storeFloats got ${values.length} values for ${storage.length} elements`);
+    if (info.dtype === "float32") (storage as Float32Array).set(values);
+    else if (info.dtype === "float16" || info.dtype === "bfloat16") this.roundHalf(info.dtype, values, storage as Uint16Array);
+    else throw new ValueError(`${this.name}: storeFloats needs a float tensor, got ${info.dtype}`);
+  }
+
+  /**
    * `out` = the float32 values of the half bits (as long as `bits`): what every kernel reads a float16 or bfloat16 input
    * through. Here @blocksparse/format's conversion; a subclass may convert faster, bit for bit the same.
    */

@@ -585,7 +585,8 @@ export function adamKernels(step: AdamStep, stepInPlace?: AdamStepInPlace): Requ
             into(m, mOut.commit());
             into(v, vOut.commit());
           }
-          if (attrs.copyDType !== null) into((inputs.copies as TensorInfo[])[i], copyOf(param));
+          // Rounded straight into the copy's buffer (a new output, then copied over it, had taken four passes).
+          if (attrs.copyDType !== null) backend.storeFloats((inputs.copies as TensorInfo[])[i], backend.floats(param));
           if (counts !== undefined) into(counts[i], newCount(i, count));
         }
         return [];
