@@ -68,6 +68,21 @@ describe("storeFloats on the js backend", () => {
   });
 });
 
+describe("floatsInto on the js backend", () => {
+  it("widens a half tensor into the caller's array, as floats() widens it, and refuses other dtypes and lengths", () => {
+    const backend = new JsBackend();
+    const values = Float32Array.from([1 / 3, -65504, 1e-6, Number.NaN, -0, 2 ** -24]);
+    for (const dtype of ["float16", "bfloat16"] as const) {
+      const info = castKernelOn(backend, values, dtype);
+      const out = new Float32Array(values.length).fill(7);
+      expect(backend.floatsInto(info, out)).toBe(out);
+      expect(Array.from(out), dtype).toEqual(Array.from(backend.floats(info)));
+      expect(() => backend.floatsInto(info, new Float32Array(2))).toThrow(`js: floatsInto got 2 slots for ${values.length} elements`);
+    }
+    expect(() => backend.floatsInto(castKernelOn(backend, values, "float32"), new Float32Array(values.length))).toThrow("js: floatsInto needs a float16 or bfloat16 tensor, got float32");
+  });
+});
+
 /** A cast of float32 values to `dtype` by the js backend's own kernel: what storeFloats must match. */
 function castKernelOn(backend: JsBackend, values: Float32Array, dtype: "float32" | "float16" | "bfloat16") {
   const source = { dataId: backend.allocate("float32", values.length), shape: [values.length], dtype: "float32" as const };

@@ -99,11 +99,12 @@ describe("browser bundle (esbuild, minified, every export kept)", () => {
   // 68.413 measured); 68.42 until core's ProductCompute could read half weights as stored and the js backend converted
   // halves through methods a subclass replaces (+0.11 KiB: 68.522 measured); 68.53 until the block-sparse ops named what
   // came in the pattern's place (+0.04 KiB: 68.565 measured); 68.57 until the js backend rounded an optimizer's
-  // low-precision copies straight into their buffers (storeFloats, +0.08 KiB: 68.645 measured).
-  it("@blocksparse/models stays within 68.65 KiB gzipped and evaluates no code", async () => {
+  // low-precision copies straight into their buffers (storeFloats, +0.08 KiB: 68.645 measured); 68.65 until Cast
+  // converted straight into its output (floatsInto, +0.1 KiB: 68.746 measured).
+  it("@blocksparse/models stays within 68.75 KiB gzipped and evaluates no code", async () => {
     const { code, gzipKiB } = await browserBundle(["@blocksparse/models"]);
     console.log(`@blocksparse/models: ${(code.length / 1024).toFixed(1)} KiB minified, ${gzipKiB.toFixed(1)} KiB gzipped`);
-    expect(gzipKiB).toBeLessThanOrEqual(68.65);
+    expect(gzipKiB).toBeLessThanOrEqual(68.75);
     expect(evaluatedCode(code)).toEqual([]);
   }, 60_000);
 });

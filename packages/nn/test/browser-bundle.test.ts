@@ -155,11 +155,12 @@ describe("browser bundles (esbuild, minified, every export kept)", () => {
   // compute could read half weights as stored (ProductCompute's optional bsrLinearHalf and linearHalf) and the js
   // backend converted halves through methods a subclass replaces (widenHalf, roundHalf; +0.1 KiB: 95.706 measured); 95.71
   // until the block-sparse ops named what came in the pattern's place (+0.04 KiB: 95.744 measured); 95.75 until the js
-  // backend rounded an optimizer's low-precision copies straight into their buffers (storeFloats, +0.08 KiB: 95.824).
-  it("format + core + autograd + nn stay within 95.83 KiB gzipped and evaluate no code", async () => {
+  // backend rounded an optimizer's low-precision copies straight into their buffers (storeFloats, +0.08 KiB: 95.824);
+  // 95.83 until Cast converted straight into its output (floatsInto, +0.09 KiB: 95.909 measured).
+  it("format + core + autograd + nn stay within 95.91 KiB gzipped and evaluate no code", async () => {
     const { code, gzipKiB } = await browserBundle(["@blocksparse/format", "@blocksparse/core", "@blocksparse/autograd", "@blocksparse/nn"]);
     console.log(`format + core + autograd + nn: ${(code.length / 1024).toFixed(1)} KiB minified, ${gzipKiB.toFixed(1)} KiB gzipped`);
-    expect(gzipKiB).toBeLessThanOrEqual(95.83);
+    expect(gzipKiB).toBeLessThanOrEqual(95.91);
     expect(evaluatedCode(code)).toEqual([]);
   }, 60_000);
 

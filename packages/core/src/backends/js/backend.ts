@@ -186,6 +186,14 @@ export class JsBackend implements Backend {
     };
   }
 
+  /** A half input's values widened into `out` (as long as the tensor): floats() into an array the caller holds. */
+  floatsInto(info: TensorInfo, out: Float32Array): Float32Array {
+    const storage = this.storage(info);
+    if (out.length !== storage.length) throw new ValueError(`${this.name}: floatsInto got ${out.length} slots for ${storage.length} elements`);
+    if (info.dtype !== "float16" && info.dtype !== "bfloat16") throw new ValueError(`${this.name}: floatsInto needs a float16 or bfloat16 tensor, got ${info.dtype}`);
+    return this.widenHalf(info.dtype, storage as Uint16Array, out);
+  }
+
   /**
    * `values` (one float32 per element) written into a float tensor's own buffer, rounded to its dtype as a half output's
    * commit rounds it: for kernels that write a result over an input (an optimizer's low-precision copies of its params).

@@ -21,10 +21,16 @@ export function castKernel({ inputs: { x }, attrs: { dtype }, backend }: KernelA
     for (let i = 0; i < input.length; i++) values[i] = Math.trunc(input[i]);
     return info;
   }
+  // Converted straight into the output's buffer: a half widened into it, anything else rounded into it from float32
+  // (an int32 input rounded to float32 first, as a float32 staging array took it).
+  const { info, values } = backend.output(x.shape, dtype);
+  if (dtype === "float32" && x.dtype !== "int32" && x.dtype !== "float32") {
+    backend.floatsInto(x, values as Float32Array);
+    return info;
+  }
   const input = backend.numbers(x);
-  const out = backend.floatOutput(x.shape, dtype);
-  out.data.set(input);
-  return out.commit();
+  backend.storeFloats(info, input instanceof Float32Array ? input : Float32Array.from(input));
+  return info;
 }
 
 export function broadcastToKernel({ inputs: { x }, attrs: { shape }, backend }: KernelArgs<"BroadcastTo", JsBackend>): TensorInfo {
