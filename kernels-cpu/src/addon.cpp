@@ -279,20 +279,29 @@ void expectArgs(const Napi::CallbackInfo& info, size_t count, const char* fn) {
   }
 }
 
-// A float32 array argument and its element offset, the pair each product takes per operand (`name`, `nameOffset`).
-struct ArrayArg {
+// A typed array argument and its element offset, the pair each product takes per operand (`name`, `nameOffset`):
+// float32 (ArrayArg) or half bits (HalfArrayArg).
+template <typename T>
+struct TypedArg {
   const char* name;
-  Napi::Float32Array array;
+  Napi::TypedArrayOf<T> array;
   int64_t offset;
-  float* at() { return array.Data() + offset; }
+  T* at() { return array.Data() + offset; }
   // Throws unless `count` elements from the offset lie inside the array.
   void require(Napi::Env env, const char* fn, int64_t count) const { checkSpan(env, fn, name, array.ElementLength(), offset, count); }
-  Span span(int64_t count) const { return spanOf(name, array.Data(), offset, count, sizeof(float)); }
+  Span span(int64_t count) const { return spanOf(name, array.Data(), offset, count, sizeof(T)); }
 };
+using ArrayArg = TypedArg<float>;
+using HalfArrayArg = TypedArg<uint16_t>;
 
 ArrayArg arrayArg(const Napi::CallbackInfo& info, size_t index, const char* fn, const char* name) {
   const std::string offsetName = std::string(name) + "Offset";
   return {name, floatArg(info, index, fn, name), integerArg(info, index + 1, fn, offsetName.c_str())};
+}
+
+HalfArrayArg halfArrayArg(const Napi::CallbackInfo& info, size_t index, const char* fn, const char* name) {
+  const std::string offsetName = std::string(name) + "Offset";
+  return {name, typedArray<uint16_t, napi_uint16_array>(info.Env(), info[index], fn, name, "a Uint16Array"), integerArg(info, index + 1, fn, offsetName.c_str())};
 }
 
 // matmul(a, aOffset, b, bOffset, c, cOffset, m, n, k, transposeA, transposeB): C = op(A) op(B).
@@ -314,21 +323,6 @@ Napi::Value Matmul(const Napi::CallbackInfo& info) {
   const MatrixView bv = transposeB ? MatrixView{b.at(), 1, k} : MatrixView{b.at(), n, 1};
   runKernel(env, fn, [&] { bsk::gemm(av, bv, c.at(), n, m, n, k, false); });
   return env.Undefined();
-}
-
-// A Uint16Array argument of half bits and its element offset (`name`, `nameOffset`), as ArrayArg for float32.
-struct HalfArrayArg {
-  const char* name;
-  Napi::Uint16Array array;
-  int64_t offset;
-  uint16_t* at() { return array.Data() + offset; }
-  void require(Napi::Env env, const char* fn, int64_t count) const { checkSpan(env, fn, name, array.ElementLength(), offset, count); }
-  Span span(int64_t count) const { return spanOf(name, array.Data(), offset, count, sizeof(uint16_t)); }
-};
-
-HalfArrayArg halfArrayArg(const Napi::CallbackInfo& info, size_t index, const char* fn, const char* name) {
-  const std::string offsetName = std::string(name) + "Offset";
-  return {name, typedArray<uint16_t, napi_uint16_array>(info.Env(), info[index], fn, name, "a Uint16Array"), integerArg(info, index + 1, fn, offsetName.c_str())};
 }
 
 // linearHalf(x, xOffset, bits, bitsOffset, bfloat16, y, yOffset, m, n, k): Y [m, n] = X [m, k] W^T with W [n, k] as
