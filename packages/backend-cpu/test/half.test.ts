@@ -196,6 +196,9 @@ describe.skipIf(cpuMissing)("products that read half weights in the addon", () =
         [[3, 5], [36, 40]],
         [[16, 48], [64, 144]],
         [[40, 7], [80, 35]],
+        // Taller than the 512 rows summed at once, and more than the 4096 floats widened at once (AVX2, scalar).
+        [[520, 12], [1040, 24]],
+        [[4, 4100], [8, 8200]],
       ] as const) {
         const pattern = BsrPattern.random([rows, cols], { blockShape: [R, C], density: 0.4, seed: R * 100 + C });
         const { blockRowPtr, blockColIdx, nnzBlocks } = pattern;
@@ -225,7 +228,8 @@ describe.skipIf(cpuMissing)("products that read half weights in the addon", () =
 
   it("linearHalf gives matmul's bits on the widened weight, at 1-8 rows (streamed) and more (widened once)", () => {
     const addon = cpuBackend().addon;
-    for (const [n, k] of [[48, 64], [33, 4097], [7, 1]] as const) {
+    // k past whole 16-element steps by 8 to 15 (the dot's leftover elements), and past a 4096-element slice.
+    for (const [n, k] of [[48, 64], [33, 4097], [7, 1], [300, 63], [5, 8], [9, 15], [17, 100], [3, 4104]] as const) {
       for (const bfloat of [true, false]) {
         for (const m of [1, 2, 7, 8, 9, 40]) {
           for (const huge of [false, true]) {
