@@ -588,9 +588,6 @@ export function attentionKernels(
   };
 }
 
-/** The addon's widenHalf: `count` half bits from `bitsOffset` widened into `out` from `outOffset`. */
-export type HalfWiden = (bits: Uint16Array, bitsOffset: number, out: Float32Array, outOffset: number, count: number, bfloat16: boolean) => void;
-
 /** The addon's cachedAttention: out [heads, m, d], each query row over the first positions[i] + 1 keys of k and v. */
 export type CachedAttentionCompute = (q: Float32Array, k: Float32Array, v: Float32Array, positions: Int32Array, out: Float32Array, sizes: AttentionSizes, scale: number) => void;
 
@@ -601,7 +598,7 @@ export type CachedAttentionCompute = (q: Float32Array, k: Float32Array, v: Float
  * 38). The new positions' keys and values are written first, in place, by core's cachedAttentionWrites (the js
  * kernel's).
  */
-export function cachedAttentionKernels(attend: CachedAttentionCompute, widen?: HalfWiden): Required<Pick<KernelTable<JsBackend>, "CachedAttention">> {
+export function cachedAttentionKernels(attend: CachedAttentionCompute): Required<Pick<KernelTable<JsBackend>, "CachedAttention">> {
   return {
     CachedAttention(args: KernelArgs<"CachedAttention", JsBackend>): TensorInfo {
       const {
@@ -613,30 +610,7 @@ export function cachedAttentionKernels(attend: CachedAttentionCompute, widen?: H
       const rank = q.shape.length;
       const sizes = { heads: sizeOf(q.shape.slice(0, -2)), m: q.shape[rank - 2], n: k.shape[rank - 2], d: q.shape[rank - 1] };
       const out = backend.floatOutput(q.shape, q.dtype);
-      const at = backend.ints(positions);
-      // The rows the queries read: a half cache is widened up to there only (a static cache of 1024 positions early in
-      // a generation was widened whole at every step, 40 times the rows read). The same floats reach the same sums.
-      let longest = 0;
-      for (const p of at) longest = Math.max(longest, Math.min(Math.max(p + 1, 0), sizes.n));
-      if (widen === undefined || k.dtype === "float32" || longest === sizes.n) {
-        attend(backend.floats(q), backend.floats(k), backend.floats(v), at, out.data, sizes, scale);
-        return out.commit();
-      }
-      const bfloat16 = k.dtype === "bfloat16";
-      const { heads, n, d } = sizes;
-      const leadingRows = (t: TensorInfo) => {
-        const rows = backend.floatOutput([heads * longest * d], "float32");
-        const bits = backend.storage(t) as Uint16Array;
-        for (let head = 0; head < heads && longest > 0; head++) widen(bits, head * n * d, rows.data, head * longest * d, longest * d, bfloat16);
-        return rows.info;
-      };
-      const [keys, values] = [leadingRows(k), leadingRows(v)];
-      try {
-        attend(backend.floats(q), backend.floats(keys), backend.floats(values), at, out.data, { ...sizes, n: longest }, scale);
-      } finally {
-        backend.free(keys.dataId);
-        backend.free(values.dataId);
-      }
+      attend(backend.floats(q), backend.floats(k), backend.floats(v), backend.ints(positions), out.data, sizes, scale);
       return out.commit();
     },
   };

@@ -13,7 +13,7 @@ import {
 } from "@blocksparse/core";
 import { ATTENTION_SCRATCH_FLOATS, attentionKernels, cachedAttentionKernels } from "./attention";
 import { BufferCache, type BufferCacheStats } from "./buffer_cache";
-import { nativeAttentionHeads, nativeAttentionRows, nativeCachedAttention, nativeCompute, nativeHalfWiden } from "./compute";
+import { nativeAttentionHeads, nativeAttentionRows, nativeCachedAttention, nativeCompute } from "./compute";
 import { CpuOutOfMemoryError, translateNativeError } from "./errors";
 import { loadAddon } from "./loader";
 import { pointwiseKernels } from "./pointwise";
@@ -79,7 +79,7 @@ export class CpuBackend extends JsBackend {
     // delegateToJs's copies; the products are replaced by native ones, and attention runs through them.
     const compute = nativeCompute(this.addon);
     const { activations, ...pointwise } = pointwiseKernels(this.addon);
-    this.kernels = { ...jsKernels, ...productKernels(compute, activations), ...attentionKernels(compute, nativeAttentionRows(this.addon), ATTENTION_SCRATCH_FLOATS, nativeAttentionHeads(this.addon)), ...cachedAttentionKernels(nativeCachedAttention(this.addon), nativeHalfWiden(this.addon)), ...pointwise } satisfies CompleteKernelTable<JsBackend>;
+    this.kernels = { ...jsKernels, ...productKernels(compute, activations), ...attentionKernels(compute, nativeAttentionRows(this.addon), ATTENTION_SCRATCH_FLOATS, nativeAttentionHeads(this.addon)), ...cachedAttentionKernels(nativeCachedAttention(this.addon)), ...pointwise } satisfies CompleteKernelTable<JsBackend>;
   }
 
   /** Storage starts on a cache line (an ArrayBuffer's data is only 16-byte aligned), so the kernels' vector loads never straddle two lines. */

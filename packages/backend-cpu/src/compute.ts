@@ -4,7 +4,7 @@
  * are the js compute functions' own; offsets pass through to the addon, which checks each span from its offset.
  */
 import { type ProductCompute, ShapeError, ValueError } from "@blocksparse/core";
-import type { AttentionHeadsCompute, AttentionRowCompute, CachedAttentionCompute, HalfWiden } from "./attention";
+import type { AttentionHeadsCompute, AttentionRowCompute, CachedAttentionCompute } from "./attention";
 import { translateNativeError } from "./errors";
 import type { NativeAddon } from "./native";
 
@@ -107,11 +107,6 @@ export function nativeAttentionHeads(addon: NativeAddon): AttentionHeadsCompute 
 /** CachedAttention's rows in the addon. */
 export function nativeCachedAttention(addon: NativeAddon): CachedAttentionCompute {
   return (q, k, v, positions, out, { heads, m, n, d }, scale) => native(() => addon.cachedAttention(q, 0, k, 0, v, 0, positions, out, 0, heads, m, n, d, scale));
-}
-
-/** The addon's half widening over spans of arrays (CachedAttention's leading rows of a half cache). */
-export function nativeHalfWiden(addon: NativeAddon): HalfWiden {
-  return (bits, bitsOffset, out, outOffset, count, bfloat16) => native(() => addon.widenHalf(bits, bitsOffset, out, outOffset, count, bfloat16));
 }
 
 export function nativeAttentionRows(addon: NativeAddon): AttentionRowCompute {
