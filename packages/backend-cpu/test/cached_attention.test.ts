@@ -12,7 +12,7 @@ import { cpuMissing, reportCpuAvailability } from "./cpu";
 
 reportCpuAvailability("cached_attention.test.ts");
 
-type Case = { batch: number[]; m: number; n: number; d: number; positions: number[]; dtype: "float32" | "bfloat16"; write?: boolean; poison?: (v: number[]) => void };
+type Case = { batch: number[]; m: number; n: number; d: number; positions: number[]; dtype: "float32" | "float16" | "bfloat16"; write?: boolean; poison?: (v: number[]) => void };
 
 /** out of cachedAttention on `backend`, and the cache's k and v after it. */
 function run(backend: string, c: Case, seed: number): number[][] {
@@ -40,6 +40,10 @@ describe.skipIf(cpuMissing)("cpu CachedAttention", () => {
     ["a block of new positions, written in place", { batch: [3], m: 4, n: 20, d: 12, positions: [5, 6, 7, 8], dtype: "float32", write: true }],
     ["positions past the cache (clamped) and negative (zeros)", { batch: [2], m: 5, n: 10, d: 5, positions: [-1, 0, 3, 9, 100], dtype: "float32" }],
     ["bfloat16", { batch: [2, 2], m: 2, n: 30, d: 16, positions: [10, 29], dtype: "bfloat16", write: true }],
+    // Half caches longer than the rows read, and one that no query reads.
+    ["bfloat16, the cache's leading rows", { batch: [2, 3], m: 2, n: 64, d: 16, positions: [3, 9], dtype: "bfloat16", write: true }],
+    ["float16, the cache's leading rows", { batch: [3], m: 3, n: 50, d: 8, positions: [0, 17, 4], dtype: "float16" }],
+    ["bfloat16, no row read", { batch: [2], m: 2, n: 20, d: 4, positions: [-1, -5], dtype: "bfloat16" }],
     // v's key 3 NaN: rows that keep it get NaN, a row that stops before it does not.
     ["a NaN value in a kept key and an ignored one", { batch: [1], m: 2, n: 12, d: 4, positions: [2, 6], dtype: "float32", poison: (v) => (v[3 * 4 + 1] = Number.NaN) }],
   ];
@@ -59,6 +63,26 @@ describe.skipIf(cpuMissing)("cpu CachedAttention", () => {
       if (c.poison) expect(cpu[0].map((x) => (Number.isNaN(x) ? "NaN" : "finite"))).toEqual([...new Array(5).fill("finite"), "NaN", "finite", "finite"]);
     });
   }
+
+  it("a half cache read to row 10 of 64 gives the bits of the same cache cut at row 10", () => {
+    // The rows past the last position read take no part in the sums.
+    for (const dtype of ["bfloat16", "float16"] as const) {
+      const rng = new SeededRandom(7);
+      const [heads, n, d, read] = [6, 64, 16, 10];
+      const q = Array.from({ length: heads * 2 * d }, () => rng.uniform(-2, 2));
+      const cache = [0, 1].map(() => Array.from({ length: heads * n * d }, () => rng.uniform(-2, 2)));
+      const cut = cache.map((x) => x.filter((_, i) => i % (n * d) < read * d));
+      const [whole, short] = [n, read].map((rows) =>
+        tidy(() => {
+          const on = getBackendInstance("cpu");
+          const [k, v] = (rows === n ? cache : cut).map((x) => tensorOn(on, x, [2, 3, rows, d], dtype));
+          const out = cachedAttention(tensorOn(on, q, [2, 3, 2, d], dtype), k, v, tensorOn(on, [4, read - 1], [2], "int32"));
+          return Array.from(out.dataSync());
+        }),
+      );
+      expect(whole, dtype).toEqual(short);
+    }
+  });
 
   it("checks its arguments before it runs, with core's typed errors", () => {
     const attend = nativeCachedAttention(cpuBackend().addon);
