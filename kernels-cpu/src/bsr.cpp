@@ -289,11 +289,6 @@ void groupedColumns(const float* a, int64_t tokens, int64_t depth, const float* 
   }
 }
 
-// Few tokens: each block is read once, in stored order, and multiplied into every token; the dot
-// products stay as vector lanes until the block row's last block. The tokens' columns are first
-// regrouped by block column ([block column][token][C]), so a block's slice of x is contiguous.
-// Work items are runs of whole block rows with about equal blocks, so each thread streams a long
-// contiguous stretch of the values (the hardware prefetcher follows it; software prefetch measured slower).
 // W's value at `index` as float32 (a half value widened): for the float64 recomputations, off the hot loops.
 float valueAt(const BsrView& w, int64_t index) {
   if (w.halfValues == nullptr) return w.values[index];
@@ -302,6 +297,11 @@ float valueAt(const BsrView& w, int64_t index) {
   return value;
 }
 
+// Few tokens: each block is read once, in stored order, and multiplied into every token; the dot
+// products stay as vector lanes until the block row's last block. The tokens' columns are first
+// regrouped by block column ([block column][token][C]), so a block's slice of x is contiguous.
+// Work items are runs of whole block rows with about equal blocks, so each thread streams a long
+// contiguous stretch of the values (the hardware prefetcher follows it; software prefetch measured slower).
 void bsrLinearFewTokens(const float* x, const BsrView& w, const float* bias, float* y, int64_t tokens) {
   const int64_t R = w.blockHeight;
   const int64_t C = w.blockWidth;

@@ -63,6 +63,13 @@ float slicedDot(const float* a, const float* b, int64_t k) {
   return total;
 }
 
+// slicedDot with b as half bits widened in registers (dotHalf): the same slices and lanes, the same bits.
+float slicedDotHalf(const float* a, const uint16_t* b, int64_t k, bool bfloat) {
+  float total = 0.0f;
+  for (int64_t p0 = 0; p0 < k; p0 += kDotSlice) total += dotHalf(a + p0, b + p0, std::min(kDotSlice, k - p0), bfloat);
+  return total;
+}
+
 void zeroRows(float* c, int64_t ldc, int64_t m, int64_t n) {
   for (int64_t i = 0; i < m; i++) std::fill(c + i * ldc, c + i * ldc + n, 0.0f);
 }
@@ -256,12 +263,7 @@ void linearHalf(const float* x, const uint16_t* w, bool bfloat, float* y, int64_
       if (m > 1) widenHalfSerial(row, k, bfloat, wide);
       bool overflowed = false;
       for (int64_t i = 0; i < m; i++) {
-        float total = 0.0f;
-        if (m == 1) {
-          for (int64_t p0 = 0; p0 < k; p0 += kDotSlice) total += dotHalf(x + p0, row + p0, std::min(kDotSlice, k - p0), bfloat);
-        } else {
-          total = slicedDot(x + i * k, wide, k);
-        }
+        const float total = m == 1 ? slicedDotHalf(x, row, k, bfloat) : slicedDot(x + i * k, wide, k);
         y[i * n + j] = total;
         overflowed = overflowed || isNonFinite(total);
       }

@@ -1,7 +1,6 @@
 #include "half.h"
 
 #include <algorithm>
-#include <cstring>
 
 #include "clones.h"
 #include "threads.h"

@@ -13,8 +13,8 @@ import {
 } from "@blocksparse/core";
 import { ATTENTION_SCRATCH_FLOATS, attentionKernels, cachedAttentionKernels } from "./attention";
 import { BufferCache, type BufferCacheStats } from "./buffer_cache";
-import { nativeAttentionHeads, nativeAttentionRows, nativeCachedAttention, nativeCompute } from "./compute";
-import { CpuOutOfMemoryError, translateNativeError } from "./errors";
+import { native, nativeAttentionHeads, nativeAttentionRows, nativeCachedAttention, nativeCompute } from "./compute";
+import { CpuOutOfMemoryError } from "./errors";
 import { loadAddon } from "./loader";
 import { pointwiseKernels } from "./pointwise";
 import type { BuildInfo, NativeAddon } from "./native";
@@ -116,11 +116,7 @@ export class CpuBackend extends JsBackend {
   /** Half inputs widened in the addon (vectorized, over the thread pool): the same bits as the js backend's loop, 5-20x sooner. */
   protected override widenHalf(dtype: "float16" | "bfloat16", bits: Uint16Array, out: Float32Array): Float32Array {
     if (bits.length < NATIVE_CONVERSION_MIN) return super.widenHalf(dtype, bits, out);
-    try {
-      this.addon.widenHalf(bits, 0, out, 0, bits.length, dtype === "bfloat16");
-    } catch (error) {
-      throw translateNativeError(error);
-    }
+    native(() => this.addon.widenHalf(bits, 0, out, 0, bits.length, dtype === "bfloat16"));
     return out;
   }
 
@@ -130,11 +126,7 @@ export class CpuBackend extends JsBackend {
       super.roundHalf(dtype, data, bits);
       return;
     }
-    try {
-      this.addon.roundHalf(data, 0, bits, 0, bits.length, dtype === "bfloat16");
-    } catch (error) {
-      throw translateNativeError(error);
-    }
+    native(() => this.addon.roundHalf(data, 0, bits, 0, bits.length, dtype === "bfloat16"));
   }
 
   /** A copy of the buffer in new memory (huge pages when large, so the copy does not fault per 4 KiB page). */

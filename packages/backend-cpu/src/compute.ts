@@ -8,7 +8,8 @@ import type { AttentionHeadsCompute, AttentionRowCompute, CachedAttentionCompute
 import { translateNativeError } from "./errors";
 import type { NativeAddon } from "./native";
 
-function native(call: () => void): void {
+/** Runs an addon call, its errors turned into core's typed errors. */
+export function native(call: () => void): void {
   try {
     call();
   } catch (error) {
